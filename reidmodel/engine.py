@@ -1,0 +1,114 @@
+"""The training step shared by source pre-training and target fine-tuning."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from reidmodel.losses import ReIDLoss
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` takes the GPU that is visible (Ray sets CUDA_VISIBLE_DEVICES per trial), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible: set runtime.device=cpu or auto")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, stage: str, cycle: int, epoch: int) -> int:
+    """A seed per epoch, so a run resumed at a cycle boundary draws the same batches as an unbroken one."""
+    return (seed * 1_000_003 + {"source": 0, "adapt": 1}[stage] * 10_007 + cycle * 101 + epoch) % (2**31)
+
+
+def build_optimizers(
+    model: nn.Module, criterion: ReIDLoss, lr: float, weight_decay: float, center_lr: float
+) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """Adam for the network (strong baseline) and plain SGD for the centre-loss centres."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    centers = [p for p in criterion.parameters() if p.requires_grad]
+    center_optimizer = torch.optim.SGD(centers, lr=center_lr) if centers else None
+    return optimizer, center_optimizer
+
+
+def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float, warmup_epochs: int):
+    """Linear warm-up, then x gamma every step_size epochs (the strong baseline's WarmupMultiStepLR shape)."""
+
+    def factor(epoch: int) -> float:
+        warm = min(1.0, (epoch + 1) / warmup_epochs) if warmup_epochs > 0 else 1.0
+        return warm * gamma ** (epoch // step_size)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    criterion: ReIDLoss,
+    optimizer: torch.optim.Optimizer,
+    center_optimizer: torch.optim.Optimizer | None,
+    device: torch.device,
+    center_weight: float,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress=None,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean of each loss part."""
+    model.train()
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    totals: dict[str, float] = {}
+    batches = 0
+    for images, labels, _camids, _index in loader:
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        if center_optimizer is not None:
+            center_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            output = model(images)
+        loss, parts = criterion(_to_float(output), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        if center_optimizer is not None and center_weight > 0:
+            # Undo beta on the centres' gradient so their learning rate does not depend on it (strong baseline).
+            scaler.unscale_(center_optimizer)
+            for param in center_optimizer.param_groups[0]["params"]:
+                if param.grad is not None:
+                    param.grad.mul_(1.0 / center_weight)
+            scaler.step(center_optimizer)
+        scaler.update()
+        for key, value in parts.items():
+            totals[key] = totals.get(key, 0.0) + value
+        batches += 1
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{parts['loss_total']:.3f}")
+    if batches == 0:
+        raise RuntimeError(
+            "the training loader yielded no batch: fewer labelled images than one P x K batch; "
+            "lower data.batch_size or check the dataset"
+        )
+    return {key: value / batches for key, value in totals.items()}
+
+
+def _to_float(output):
+    """Losses in float32 even under autocast."""
+    return type(output)(*(t.float() for t in output))

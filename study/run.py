@@ -1,0 +1,312 @@
+"""Run a study: ``python -m study.run --space ablation``.
+
+Everything is validated before Ray starts (space, directions, --set keys, data root), so a typo costs a
+second, not a cluster start-up. Finished trials live in Ray Tune's experiment folder and in MLflow;
+``--resume`` continues the unfinished ones without re-running the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from study.spaces import SpaceError, StudySpace, encode_choice, load_space, parse_set_args
+
+RAY_DIR = "ray"
+CACHE_DIR = "cache/pretrain"
+OPTUNA_DB = "optuna.db"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--space", required=True, help="a name in search_spaces/ (ablation, hpo, smoke) or a YAML path")
+    parser.add_argument("--data-root", help="folder holding the datasets (default: the embedded synthetic benchmark)")
+    parser.add_argument("--directions", nargs="+", metavar="SRC->TGT", help="replace the space's directions")
+    parser.add_argument("--name", help="study name (default: the space's name)")
+    parser.add_argument("--resume", action="store_true", help="continue the study's unfinished and errored trials")
+    parser.add_argument("--address", help="Ray cluster: auto or ray://HOST:PORT (default: a local Ray)")
+    parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray)")
+    parser.add_argument("--results-dir", default="results", help="root of mlflow.db, optuna.db, caches and reports")
+    parser.add_argument("--cpus-per-trial", type=int, help="override the space's resources.cpus_per_trial")
+    parser.add_argument("--gpus-per-trial", type=float, help="override the space's resources.gpus_per_trial")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: CPUs // cpus per trial)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="config overrides for every trial (variants and sampled params still win)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        space, paths = prepare(args)
+    except SpaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_study(space, args, paths)
+
+
+def prepare(args: argparse.Namespace) -> tuple[StudySpace, dict[str, Any]]:
+    """All checks that need neither Ray nor MLflow; raises SpaceError with one line."""
+    from reidmodel.data import DatasetError, resolve_dataset
+
+    if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
+        raise SpaceError(f"--data-root {args.data_root} is not a folder: pass the folder holding the datasets")
+    space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides))
+    if args.data_root is not None:
+        for direction in space.directions:
+            for name in direction.split("->"):
+                try:
+                    resolve_dataset(name.strip(), args.data_root)
+                except DatasetError as exc:
+                    raise SpaceError(f"--data-root: {exc}") from exc
+    resources = space.resources
+    for flag, value in (("cpus_per_trial", args.cpus_per_trial), ("gpus_per_trial", args.gpus_per_trial),
+                        ("max_concurrent", args.max_concurrent)):
+        if value is not None:
+            if value < (0 if flag == "gpus_per_trial" else 1):
+                raise SpaceError(f"--{flag.replace('_', '-')} {value} is out of range: pass a positive number")
+            setattr(resources, flag, value)
+
+    study_name = args.name or space.name
+    if not study_name or any(c in study_name for c in "/\\ "):
+        raise SpaceError(f"--name {study_name!r} is not a folder name: use letters, digits, - and _")
+    results_dir = Path(args.results_dir).expanduser().resolve()
+    storage = args.storage or str(results_dir / RAY_DIR)
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    experiment_path = f"{storage.rstrip('/')}/{study_name}"
+    if "://" not in storage:
+        # tuner.pkl is what Tuner.can_restore looks for; checked here without starting Ray.
+        if args.resume and not (Path(experiment_path) / "tuner.pkl").is_file():
+            raise SpaceError(f"--resume: no study {study_name!r} under {storage}: drop --resume to start it")
+        if Path(experiment_path).exists() and not args.resume:
+            raise SpaceError(
+                f"study {study_name!r} already exists under {storage}: pass --resume to continue it "
+                "or --name NEW to start another"
+            )
+    from study.tracking import default_tracking_uri
+
+    paths = {
+        "name": study_name,
+        "results_dir": results_dir,
+        "storage": storage,
+        "experiment_path": experiment_path,
+        "tracking_uri": args.tracking_uri or default_tracking_uri(results_dir),
+        "optuna_storage": f"sqlite:///{(results_dir / OPTUNA_DB).as_posix()}" if space.kind == "search" else None,
+        "cache_dir": str(results_dir / CACHE_DIR),
+    }
+    return space, paths
+
+
+def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]) -> int:
+    import ray
+    from ray import tune
+
+    from study.report import write_report
+    from study.tracking import StudyTracker
+    from study.trainable import DegenerateULAStopper, train_trial
+
+    paths["results_dir"].mkdir(parents=True, exist_ok=True)
+    # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+    try:
+        resources = space.resources
+        max_concurrent = resources.max_concurrent or max(
+            1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial
+        )
+        tracker = StudyTracker(paths["tracking_uri"], paths["name"])
+        parent_run_id = tracker.start(space_dict(space), _cli_dict(args), resume=args.resume)
+        trainable = tune.with_resources(
+            train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
+        )
+        study = {
+            "name": paths["name"],
+            "space": space.name,
+            "preset": space.preset,
+            "fixed": space.fixed,
+            "tracking_uri": paths["tracking_uri"],
+            "parent_run_id": parent_run_id,
+            "cache_dir": paths["cache_dir"],
+            "cpus_per_trial": resources.cpus_per_trial,
+        }
+        if args.resume:
+            tuner = tune.Tuner.restore(
+                paths["experiment_path"], trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(space, study),
+                tune_config=tune_config(space, paths, max_concurrent),
+                run_config=tune.RunConfig(
+                    name=paths["name"],
+                    storage_path=paths["storage"],
+                    failure_config=tune.FailureConfig(max_failures=1),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    progress_reporter=progress_reporter(space),
+                    stop=DegenerateULAStopper(),
+                ),
+            )
+        results = tuner.fit()
+        errors = print_summary(space, results)
+        tracker.finish("FAILED" if errors else "FINISHED")
+        try:
+            report_path = write_report(
+                paths["name"], paths["results_dir"], paths["tracking_uri"], optuna_storage=paths["optuna_storage"]
+            )
+        except Exception as exc:  # the trials are stored: only the report needs another try
+            print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
+                  f"python -m study.report --study {paths['name']} --results-dir {paths['results_dir']}",
+                  file=sys.stderr)
+            return 1
+        print(f"report: {report_path}")
+        return 1 if errors else 0
+    finally:
+        ray.shutdown()
+
+
+def param_space(space: StudySpace, study: dict[str, Any]) -> dict[str, Any]:
+    """The Tune config: constants under ``study``, the grid's (direction x variant) or the sampled keys."""
+    from ray import tune
+
+    if space.kind == "grid":
+        variants = [{"name": v.name, "table": v.table, "set": v.set} for v in space.variants]
+        return {
+            "study": study,
+            "direction": tune.grid_search(space.directions),
+            "variant": tune.grid_search(variants),
+        }
+    out: dict[str, Any] = {"study": study, "direction": space.directions[0]}
+    for key, dist in space.params.items():
+        out[key] = tune_domain(dist)
+    return out
+
+
+def tune_domain(dist: dict[str, Any]) -> Any:
+    """A space distribution as a Tune domain (``grid`` is a categorical the sampler draws from)."""
+    from ray import tune
+
+    kind = dist["type"]
+    if kind in ("choice", "grid"):
+        return tune.choice([encode_choice(v) for v in dist["values"]])
+    if kind == "uniform":
+        return tune.uniform(dist["low"], dist["high"])
+    if kind == "loguniform":
+        return tune.loguniform(dist["low"], dist["high"])
+    return tune.qrandint(dist["low"], dist["high"], dist.get("step", 1))
+
+
+def tune_config(space: StudySpace, paths: dict[str, Any], max_concurrent: int) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    settings = space.search
+    scheduler = None
+    if space.scheduler.type == "asha":
+        # One report per cycle; cycle 0 is the source-only model, so training_iteration = cycle + 1.
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            metric=settings.metrics[0],
+            mode=settings.modes[0],
+            max_t=space.base_config().adapt.cycles + 1,
+            grace_period=space.scheduler.grace_period,
+            reduction_factor=space.scheduler.reduction_factor,
+        )
+    if space.kind == "grid":
+        return tune.TuneConfig(num_samples=1, scheduler=scheduler, max_concurrent_trials=max_concurrent)
+    return tune.TuneConfig(
+        num_samples=settings.num_samples,
+        scheduler=scheduler,
+        search_alg=optuna_search(space, paths["name"], paths["optuna_storage"], max_concurrent),
+    )
+
+
+def optuna_search(space: StudySpace, study_name: str, storage_url: str, max_concurrent: int) -> Any:
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    settings = space.search
+    samplers = {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+        "nsgaii": optuna.samplers.NSGAIISampler,
+    }
+    multi = len(settings.metrics) > 1
+    searcher = OptunaSearch(
+        metric=settings.metrics if multi else settings.metrics[0],
+        mode=settings.modes if multi else settings.modes[0],
+        sampler=samplers[settings.sampler](seed=settings.seed),
+        study_name=study_name,
+        storage=optuna.storages.RDBStorage(storage_url),
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
+
+
+def progress_reporter(space: StudySpace) -> Any:
+    from ray import tune
+
+    if space.kind == "grid":
+        parameters = {"direction": "direction", "variant/name": "variant"}
+    else:
+        parameters = {key: key for key in space.params}
+    return tune.CLIReporter(
+        parameter_columns=parameters,
+        metric_columns={"cycle": "cycle", "target_mAP": "mAP", "target_R1": "R1"},
+        max_report_frequency=30,
+    )
+
+
+def print_summary(space: StudySpace, results: Any) -> int:
+    """One line per trial; returns the number of errored trials."""
+    errors = 0
+    print(f"\n{'direction':38} {'trial':34} {'cycle':>5} {'mAP':>6} {'R1':>6}")
+    for result in results:
+        config, metrics = result.config or {}, result.metrics or {}
+        label = config.get("variant", {}).get("name") if space.kind == "grid" else ", ".join(
+            f"{k}={_short(config.get(k))}" for k in space.params
+        )
+        if result.error is not None:
+            errors += 1
+            print(f"{config.get('direction', '?'):38} {label:34} error: {str(result.error).splitlines()[0]}")
+            continue
+        print(
+            f"{config.get('direction', '?'):38} {label:34} {metrics.get('cycle', float('nan')):>5} "
+            f"{metrics.get('target_mAP', float('nan')):6.2f} {metrics.get('target_R1', float('nan')):6.2f}"
+        )
+    return errors
+
+
+def space_dict(space: StudySpace) -> dict[str, Any]:
+    """The space as logged on the parent run."""
+    return {
+        "name": space.name,
+        "kind": space.kind,
+        "preset": space.preset,
+        "path": str(space.path),
+        "fixed": space.fixed,
+        "directions": space.directions,
+        "variants": [{"name": v.name, "table": v.table, "set": v.set} for v in space.variants],
+        "params": space.params,
+        "search": vars(space.search),
+        "scheduler": vars(space.scheduler),
+        "resources": vars(space.resources),
+    }
+
+
+def _cli_dict(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if value not in (None, [], False)}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Search-space files: the schema of ``search_spaces/*.yaml``, validated before any trial starts.
+
+A space is either a ``grid`` of named variants (the paper's ablation tables) or a ``search`` over
+distributions (an Optuna study). Every dotted key is checked by applying it to the space's base config,
+so a typo fails in a second with the closest valid key rather than minutes into a Ray run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reidmodel.config import ConfigError, ExperimentConfig, apply_overrides, preset
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SYNTHETIC_DATASETS = ("synthetic_market", "synthetic_duke")
+REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
+DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
+SAMPLERS = ("tpe", "random", "cmaes", "nsgaii")
+SCHEDULERS = ("asha", "none")
+TABLES = (1, 2, "both")
+TOP_LEVEL_KEYS = (
+    "name", "description", "kind", "preset", "fixed", "directions",
+    "variants", "params", "search", "scheduler", "resources",
+)
+
+
+class SpaceError(ValueError):
+    """A search-space problem, phrased as one line that names the file and the fix."""
+
+
+@dataclass
+class Variant:
+    name: str
+    table: int | str  # 1, 2 or "both": the paper table(s) the row belongs to
+    set: dict[str, Any]
+
+
+@dataclass
+class SearchSettings:
+    sampler: str = "tpe"
+    num_samples: int = 12
+    metric: str = "target_mAP"
+    mode: str = "max"
+    # Multi-objective: [{metric: target_mAP, mode: max}, {metric: source_mAP, mode: max}]
+    objectives: list[dict[str, str]] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def metrics(self) -> list[str]:
+        return [o["metric"] for o in self.objectives] or [self.metric]
+
+    @property
+    def modes(self) -> list[str]:
+        return [o["mode"] for o in self.objectives] or [self.mode]
+
+
+@dataclass
+class SchedulerSettings:
+    type: str = "none"
+    grace_period: int = 1  # in reports, i.e. cycle + 1
+    reduction_factor: int = 2
+
+
+@dataclass
+class Resources:
+    cpus_per_trial: int = 1
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None  # None: available CPUs // cpus_per_trial
+
+
+@dataclass
+class StudySpace:
+    name: str
+    description: str
+    kind: str  # "grid" | "search"
+    preset: str
+    fixed: dict[str, Any]
+    directions: list[str]
+    variants: list[Variant]
+    params: dict[str, dict[str, Any]]
+    search: SearchSettings
+    scheduler: SchedulerSettings
+    resources: Resources
+    path: Path
+
+    def base_config(self) -> ExperimentConfig:
+        """Preset + fixed overrides: what every trial starts from."""
+        return apply_overrides(preset(self.preset), self.fixed)
+
+    def trials(self) -> list[dict[str, Any]]:
+        """The grid's trials as (direction, variant) pairs; a search has one entry per direction."""
+        if self.kind == "search":
+            return [{"direction": d} for d in self.directions]
+        return [
+            {"direction": d, "variant": v.name, "table": v.table}
+            for d, v in itertools.product(self.directions, self.variants)
+        ]
+
+
+def load_space(
+    name_or_path: str | Path,
+    data_root: str | Path | None = None,
+    directions: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> StudySpace:
+    """Load and validate a space: a name of a file in ``search_spaces/`` or a path to a YAML file.
+
+    ``data_root``, ``directions`` and ``overrides`` (the CLI's --data-root, --directions and --set)
+    replace the file's ``data.root`` and ``directions`` and extend ``fixed`` before validation, so a
+    space is checked as it will run.
+    """
+    path = _find(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    return _parse(raw, path, data_root, directions, overrides or {})
+
+
+def available_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def parse_direction(direction: str, data_root: str | Path | None, where: str) -> tuple[str, str]:
+    """``SRC->TGT`` -> (source, target), both names of datasets that can be loaded from data_root."""
+    parts = [p.strip() for p in str(direction).split("->")]
+    if len(parts) != 2 or not all(parts):
+        raise SpaceError(f"{where}: direction {direction!r} is not SRC->TGT: write e.g. synthetic_duke->synthetic_market")
+    known = known_datasets(data_root)
+    for name in parts:
+        if name not in known:
+            if data_root is None:
+                hint = f"use one of {', '.join(known)}, or pass --data-root DIR for {', '.join(REAL_DATASETS)}"
+            else:
+                hint = f"use one of {', '.join(known)} (the standard names and the folders under {data_root})"
+            raise SpaceError(f"{where}: unknown dataset {name!r} in direction {direction!r}: {hint}")
+    if parts[0] == parts[1]:
+        raise SpaceError(f"{where}: direction {direction!r} adapts a dataset to itself: pick two different datasets")
+    return parts[0], parts[1]
+
+
+def known_datasets(data_root: str | Path | None) -> list[str]:
+    """Without a root only the embedded synthetic benchmark exists; with one, its folders too."""
+    if data_root is None:
+        return list(SYNTHETIC_DATASETS)
+    root = Path(data_root).expanduser()
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return list(dict.fromkeys([*REAL_DATASETS, *folders]))
+
+
+def direction_overrides(direction: str) -> dict[str, str]:
+    source, target = (p.strip() for p in direction.split("->"))
+    return {"data.source": source, "data.target": target}
+
+
+def check_overrides(base: ExperimentConfig, overrides: dict[str, Any], where: str) -> ExperimentConfig:
+    """Apply overrides, turning a ConfigError into a SpaceError that says where the key was written."""
+    try:
+        return apply_overrides(base, overrides)
+    except ConfigError as exc:
+        raise SpaceError(f"{where}: {exc}") from exc
+
+
+def parse_set_args(items: list[str]) -> dict[str, Any]:
+    """``["ula.eps=0.8"]`` -> ``{"ula.eps": 0.8}`` (values parsed as YAML scalars, as in config files)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpaceError(f"--set {item!r} is not key=value: write it as e.g. --set ula.eps=0.8")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
+    return out
+
+
+def encode_choice(value: Any) -> Any:
+    """Optuna's categorical values must be scalars: a list (attention stages) travels as 'conv3+conv4'."""
+    return "+".join(value) if isinstance(value, list) else value
+
+
+def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """fixed, then the direction, then the grid variant's set, then the sampled dotted params."""
+    overrides = dict(params["study"]["fixed"])
+    overrides.update(direction_overrides(params["direction"]))
+    if "variant" in params:
+        overrides.update(params["variant"]["set"])
+    overrides.update({key: value for key, value in params.items() if "." in key})
+    return overrides
+
+
+def trial_config(params: dict[str, Any]) -> ExperimentConfig:
+    return apply_overrides(preset(params["study"]["preset"]), trial_overrides(params))
+
+
+def _find(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        if not candidate.is_file():
+            raise SpaceError(f"space file {candidate} does not exist: pass a YAML path or one of {available_spaces()}")
+        return candidate
+    named = SPACES_DIR / f"{name_or_path}.yaml"
+    if not named.is_file():
+        close = difflib.get_close_matches(str(name_or_path), available_spaces(), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(available_spaces())} or a YAML path"
+        raise SpaceError(f"unknown space {str(name_or_path)!r} (looked in {SPACES_DIR}): {hint}")
+    return named
+
+
+def _parse(
+    raw: dict[str, Any],
+    path: Path,
+    data_root: str | Path | None,
+    directions: list[str] | None,
+    overrides: dict[str, Any],
+) -> StudySpace:
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(TOP_LEVEL_KEYS)}"
+            raise SpaceError(f"{path}: unknown top-level key {key!r}: {hint}")
+    kind = raw.get("kind", "grid")
+    if kind not in ("grid", "search"):
+        raise SpaceError(f"{path}: kind {kind!r} is not allowed: use grid or search")
+    preset_name = str(raw.get("preset", "cpu"))
+    fixed = _mapping(raw.get("fixed"), path, "fixed")
+    if data_root is not None:
+        fixed["data.root"] = str(Path(data_root).expanduser().resolve())
+    try:
+        base = preset(preset_name)
+    except ConfigError as exc:
+        raise SpaceError(f"{path}: {exc}") from exc
+    base = check_overrides(base, fixed, f"{path}: fixed")
+    base = check_overrides(base, overrides, "--set")
+    fixed.update(overrides)
+    where = "--directions" if directions else f"{path}: directions"
+    directions = [str(d) for d in directions or raw.get("directions") or DEFAULT_DIRECTIONS]
+    for direction in directions:
+        parse_direction(direction, base.data.root, where)
+    space = StudySpace(
+        name=str(raw.get("name", path.stem)),
+        description=str(raw.get("description", "")),
+        kind=kind,
+        preset=preset_name,
+        fixed=fixed,
+        directions=directions,
+        variants=_variants(raw.get("variants"), kind, base, path),
+        params=_params(raw.get("params"), kind, base, path),
+        search=_settings(SearchSettings, raw.get("search"), path, "search"),
+        scheduler=_settings(SchedulerSettings, raw.get("scheduler"), path, "scheduler"),
+        resources=_settings(Resources, raw.get("resources"), path, "resources"),
+        path=path,
+    )
+    _check_settings(space)
+    for trial in space.trials():
+        variant = next((v for v in space.variants if v.name == trial.get("variant")), None)
+        trial_set = {**direction_overrides(trial["direction"]), **(variant.set if variant else {})}
+        check_overrides(base, trial_set, f"{path}: {trial['direction']} {trial.get('variant', '')}".rstrip())
+    return space
+
+
+def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpaceError(f"{path}: {key} must be a mapping of dotted config keys, got {type(value).__name__}")
+    return dict(value)
+
+
+def _variants(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> list[Variant]:
+    if kind == "search":
+        if raw:
+            raise SpaceError(f"{path}: variants belong to kind: grid; a search space lists params")
+        return []
+    if not isinstance(raw, list) or not raw:
+        raise SpaceError(f"{path}: a grid space needs a non-empty list of variants (name, table, set)")
+    variants: list[Variant] = []
+    for index, item in enumerate(raw):
+        where = f"{path}: variants[{index}]"
+        if not isinstance(item, dict) or "name" not in item:
+            raise SpaceError(f"{where}: each variant is a mapping with name, table and set")
+        unknown = set(item) - {"name", "table", "set"}
+        if unknown:
+            raise SpaceError(f"{where}: unknown variant key(s) {sorted(unknown)}: use name, table, set")
+        table = item.get("table", "both")
+        if table not in TABLES:
+            raise SpaceError(f"{where}: table {table!r} is not allowed: use 1, 2 or both")
+        variant = Variant(str(item["name"]), table, _mapping(item.get("set"), path, f"variants[{index}].set"))
+        check_overrides(base, variant.set, f"{where} ({variant.name})")
+        for other in variants:
+            if other.name == variant.name:
+                raise SpaceError(f"{where}: variant name {variant.name!r} is used twice: names must be unique")
+            if other.set == variant.set:
+                raise SpaceError(
+                    f"{where}: variants {other.name!r} and {variant.name!r} set the same overrides: "
+                    "keep one row and give it table: both"
+                )
+        variants.append(variant)
+    return variants
+
+
+def _params(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> dict[str, dict[str, Any]]:
+    if kind == "grid":
+        if raw:
+            raise SpaceError(f"{path}: params belong to kind: search; a grid space lists variants")
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise SpaceError(f"{path}: a search space needs params: a mapping of dotted key -> distribution")
+    params = {}
+    for key, dist in raw.items():
+        where = f"{path}: params.{key}"
+        params[key] = _distribution(dist, where)
+        for value in _probe_values(params[key]):
+            check_overrides(base, {key: value}, where)
+    return params
+
+
+def _distribution(dist: Any, where: str) -> dict[str, Any]:
+    if not isinstance(dist, dict) or "type" not in dist:
+        raise SpaceError(f"{where}: a distribution is a mapping with type ({', '.join(DISTRIBUTIONS)})")
+    kind = dist["type"]
+    if kind not in DISTRIBUTIONS:
+        raise SpaceError(f"{where}: unknown distribution {kind!r}: use one of {', '.join(DISTRIBUTIONS)}")
+    expected = {"choice": {"values"}, "grid": {"values"}, "uniform": {"low", "high"},
+                "loguniform": {"low", "high"}, "int": {"low", "high"}}[kind]
+    allowed = expected | {"type"} | ({"step"} if kind == "int" else set())
+    missing, extra = expected - set(dist), set(dist) - allowed
+    if missing or extra:
+        raise SpaceError(f"{where}: {kind} takes {', '.join(sorted(allowed - {'type'}))} (missing {sorted(missing)}, "
+                         f"unexpected {sorted(extra)})")
+    if kind in ("choice", "grid"):
+        if not isinstance(dist["values"], list) or not dist["values"]:
+            raise SpaceError(f"{where}: {kind} has no values: list at least one value")
+        return dict(dist)
+    low, high = dist["low"], dist["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise SpaceError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
+    if low > high:
+        raise SpaceError(f"{where}: low {low} > high {high}: swap them")
+    if kind == "loguniform" and low <= 0:
+        raise SpaceError(f"{where}: loguniform needs low > 0, got {low}: use uniform or a positive low")
+    if kind == "int":
+        step = dist.get("step", 1)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)) or step < 1:
+            raise SpaceError(f"{where}: int needs integer low, high and step >= 1")
+    return dict(dist)
+
+
+def _probe_values(dist: dict[str, Any]) -> list[Any]:
+    """Values that exercise a distribution's range when checked against the config."""
+    if dist["type"] in ("choice", "grid"):
+        return list(dist["values"])
+    return [dist["low"], dist["high"]]
+
+
+def _settings(cls: type, raw: Any, path: Path, key: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: {key} must be a mapping")
+    names = list(cls.__dataclass_fields__)
+    for name in raw:
+        if name not in names:
+            close = difflib.get_close_matches(str(name), names, n=1)
+            hint = f"did you mean {key}.{close[0]}?" if close else f"valid keys: {', '.join(names)}"
+            raise SpaceError(f"{path}: unknown key {key}.{name}: {hint}")
+    return cls(**raw)
+
+
+def _check_settings(space: StudySpace) -> None:
+    path, search, scheduler, resources = space.path, space.search, space.scheduler, space.resources
+    if search.sampler not in SAMPLERS:
+        raise SpaceError(f"{path}: search.sampler {search.sampler!r} is not allowed: use one of {', '.join(SAMPLERS)}")
+    if not isinstance(search.num_samples, int) or search.num_samples < 1:
+        raise SpaceError(f"{path}: search.num_samples must be an integer >= 1")
+    for objective in search.objectives:
+        if not isinstance(objective, dict) or set(objective) != {"metric", "mode"}:
+            raise SpaceError(f"{path}: each search.objectives entry is {{metric: NAME, mode: max|min}}")
+    if any(mode not in ("max", "min") for mode in search.modes):
+        raise SpaceError(f"{path}: search mode must be max or min, got {search.modes}")
+    if len(search.objectives) > 1 and search.sampler == "cmaes":
+        raise SpaceError(f"{path}: cmaes is single-objective: use nsgaii or tpe for several objectives")
+    if scheduler.type not in SCHEDULERS:
+        raise SpaceError(f"{path}: scheduler.type {scheduler.type!r} is not allowed: use one of {', '.join(SCHEDULERS)}")
+    if scheduler.grace_period < 1 or scheduler.reduction_factor < 2:
+        raise SpaceError(f"{path}: scheduler needs grace_period >= 1 and reduction_factor >= 2")
+    if resources.cpus_per_trial < 1 or resources.gpus_per_trial < 0:
+        raise SpaceError(f"{path}: resources need cpus_per_trial >= 1 and gpus_per_trial >= 0")
+    if resources.max_concurrent is not None and resources.max_concurrent < 1:
+        raise SpaceError(f"{path}: resources.max_concurrent must be >= 1 (or left out for CPUs // cpus_per_trial)")
+    if space.kind == "search" and len(space.directions) != 1:
+        raise SpaceError(
+            f"{path}: a search tunes one direction at a time, got {len(space.directions)}: "
+            "list one under directions or pass --directions SRC->TGT"
+        )

@@ -1,0 +1,253 @@
+"""MLflow bookkeeping of a study: one experiment per study, one parent run, one nested child run per trial.
+
+Everything goes through ``mlflow.MlflowClient`` with explicit run ids, never ``mlflow.start_run``: trials
+run in many processes (and threads of the Ray driver) and a global active run would leak between them.
+Runs are found again by tags, so a resumed study continues its parent and child runs instead of
+duplicating them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import numbers
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+# Tags that identify the runs of a study; the report reads them too.
+TAG_STUDY = "study"
+TAG_ROLE = "study.role"  # "parent" or "trial"
+TAG_TRIAL = "trial_name"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_HISTORY_ROWS = "history_rows_logged"
+HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
+HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """SQLite store beside the other results (MLflow 3 deprecated the plain file store)."""
+    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+
+def git_commit() -> str | None:
+    """Commit of the checkout this code runs from; None outside a git checkout or before the first commit."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """Nested dict -> dotted keys, the form ``apply_overrides`` takes and MLflow params need."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _param_value(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > MAX_PARAM_VAL_LENGTH:  # MLflow rejects longer values; keep a visible marker
+        text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
+    return text
+
+
+def _tag_value(value) -> str:
+    return str(value)[:MAX_TAG_VAL_LENGTH]
+
+
+def _chunks(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _is_number(value) -> bool:
+    """Python and numpy scalars (bools count as 0/1), except NaN."""
+    return isinstance(value, numbers.Real) and not math.isnan(float(value))
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts of a SQLite store go beside the database, not into the current directory."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri[len(prefix):]).resolve()
+    return (database.parent / "mlartifacts").as_uri()
+
+
+def find_experiment_id(client: MlflowClient, study_name: str, tracking_uri: str, create: bool) -> str:
+    """The study's experiment; trials and the report only look it up, the driver creates it."""
+    experiment = client.get_experiment_by_name(study_name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    if not create:
+        raise ValueError(f"no MLflow experiment named {study_name!r} at {tracking_uri}; "
+                         "start the study first or pass the tracking URI the study used")
+    return client.create_experiment(study_name, artifact_location=artifact_root(tracking_uri))
+
+
+class StudyTracker:
+    """Driver side: the experiment and the parent run of one study."""
+
+    def __init__(self, tracking_uri: str, study_name: str):
+        self.tracking_uri = tracking_uri
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri)
+        self.run_id: str | None = None
+
+    def start(self, space_dict: dict, cli_args: dict, resume: bool) -> str:
+        """Parent run id. Resuming reuses the latest parent run of the study; a fresh start opens a new one
+        (an earlier attempt stays in the store, and the report reads the latest parent)."""
+        experiment_id = find_experiment_id(self.client, self.study_name, self.tracking_uri, create=True)
+        parents = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"],
+            max_results=1)
+        if resume and parents:
+            self.run_id = parents[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            return self.run_id
+        run = self.client.create_run(experiment_id, run_name=self.study_name,
+                                     tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"})
+        self.run_id = run.info.run_id
+        params = {f"space.{k}": v for k, v in flatten(space_dict).items()}
+        params.update({f"cli.{k}": v for k, v in flatten(cli_args).items()})
+        tags = {"git_commit": git_commit() or "unknown"}
+        _log_params_and_tags(self.client, self.run_id, params, tags, existing={})
+        # argparse values may be Paths: stored as their text
+        self.client.log_dict(self.run_id, json.loads(json.dumps(space_dict, default=str)), "search_space.json")
+        self.client.log_dict(self.run_id, json.loads(json.dumps(cli_args, default=str)), "cli_args.json")
+        return self.run_id
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id is None:
+            raise RuntimeError("StudyTracker.finish() called before start(); call start() first")
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class TrialTracker:
+    """Inside a trial process: the nested child run of one trial."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, trial_name: str, study_name: str):
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.trial_name = trial_name
+        self.study_name = study_name
+        self.client = MlflowClient(tracking_uri)
+        self.run_id: str | None = None
+
+    def start(self, params: dict, tags: dict) -> None:
+        """Open the child run, or continue the one this trial opened before a restart."""
+        experiment_id = find_experiment_id(self.client, self.study_name, self.tracking_uri, create=False)
+        if "'" in self.trial_name:
+            raise ValueError(f"trial name {self.trial_name!r} contains a quote, which MLflow search filters "
+                             "cannot match; name trials without quotes")
+        existing = self.client.search_runs(
+            [experiment_id],
+            filter_string=(f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' "
+                           f"and tags.`{TAG_TRIAL}` = '{self.trial_name}'"),
+            order_by=["attributes.start_time ASC"], max_results=1)
+        if existing:
+            run = existing[0]
+            self.run_id = run.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            logged_params = run.data.params
+        else:
+            run = self.client.create_run(experiment_id, run_name=self.trial_name, tags={
+                TAG_PARENT: self.parent_run_id, TAG_TRIAL: self.trial_name, TAG_STUDY: self.study_name,
+                TAG_ROLE: "trial"})
+            self.run_id = run.info.run_id
+            logged_params = {}
+        _log_params_and_tags(self.client, self._run(), flatten(params), tags, existing=logged_params)
+
+    def log_cycle(self, metrics: dict) -> None:
+        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped."""
+        if "cycle" not in metrics:
+            raise ValueError(f"cycle metrics need a 'cycle' key to use as the MLflow step; got {sorted(metrics)}")
+        step = int(metrics["cycle"])
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()
+                   if _is_number(value)]
+        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self._run(), metrics=chunk)
+
+    def log_history(self, history_csv: Path) -> None:
+        """Per-epoch losses as ``epoch_<column>`` at step = row number (the global epoch).
+
+        The number of rows already logged is kept in a tag, so calling this again after every cycle (and
+        after a restart, when history.csv comes back from the checkpoint) logs only the new rows.
+        """
+        history_csv = Path(history_csv)
+        if not history_csv.is_file():
+            raise FileNotFoundError(f"no training history at {history_csv}; pass the history.csv of the "
+                                    "checkpoint folder the pipeline reported")
+        with open(history_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+        run = self.client.get_run(self._run())
+        done = int(run.data.tags.get(TAG_HISTORY_ROWS, 0))
+        if len(rows) <= done:
+            return
+        timestamp = int(time.time() * 1000)
+        entries = []
+        for step, row in enumerate(rows[done:], start=done):
+            for column, text in row.items():
+                if column in HISTORY_INDEX_COLUMNS or text in (None, ""):
+                    continue
+                try:
+                    value = float(text)
+                except ValueError:
+                    continue
+                if not math.isnan(value):
+                    entries.append(Metric(f"{HISTORY_PREFIX}{column}", value, timestamp, step))
+        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self._run(), metrics=chunk)
+        self.client.set_tag(self._run(), TAG_HISTORY_ROWS, str(len(rows)))
+
+    def log_artifacts(self, paths: list[Path]) -> None:
+        """Files go to the artifact root, folders keep their name; re-logging a file overwrites it."""
+        for path in map(Path, paths):
+            if path.is_dir():
+                self.client.log_artifacts(self._run(), str(path), artifact_path=path.name)
+            elif path.is_file():
+                self.client.log_artifact(self._run(), str(path))
+            else:
+                raise FileNotFoundError(f"artifact {path} does not exist; log it after the pipeline wrote it")
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self._run(), status=status)
+
+    def _run(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError(f"trial {self.trial_name!r}: call TrialTracker.start() before logging")
+        return self.run_id
+
+
+def _log_params_and_tags(client: MlflowClient, run_id: str, params: dict, tags: dict, existing: dict) -> None:
+    """MLflow refuses to change a logged param, so on resume only params not logged yet are sent."""
+    param_entries = [Param(key[:MAX_ENTITY_KEY_LENGTH], _param_value(value)) for key, value in params.items()
+                     if key[:MAX_ENTITY_KEY_LENGTH] not in existing]
+    tag_entries = [RunTag(key[:MAX_ENTITY_KEY_LENGTH], _tag_value(value)) for key, value in tags.items()
+                   if value is not None]
+    for chunk in _chunks(param_entries, MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=chunk)
+    for chunk in _chunks(tag_entries, MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, tags=chunk)

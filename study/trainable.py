@@ -1,0 +1,89 @@
+"""The Ray Tune function trainable: one (direction, variant or sampled params) experiment per trial.
+
+Everything a trial needs travels in its ``params`` (the Tune config), so a restored study re-runs
+unfinished trials with exactly the settings they started with.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from reidmodel.config import to_yaml
+from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
+from study.cache import PretrainCache
+from study.spaces import trial_config
+from study.tracking import TrialTracker
+
+
+def trial_tags(params: dict[str, Any]) -> dict[str, str]:
+    study = params["study"]
+    tags = {"study": study["name"], "space": study["space"], "direction": params["direction"]}
+    if "variant" in params:
+        tags.update(variant=params["variant"]["name"], table=str(params["variant"]["table"]))
+    return tags
+
+
+def train_trial(params: dict[str, Any]) -> None:
+    study = params["study"]
+    config = trial_config(params)
+    torch.set_num_threads(study["cpus_per_trial"])
+    context = tune.get_context()
+    workdir = Path(context.get_trial_dir()) / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(to_yaml(config))
+
+    # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
+    source_checkpoint, _ = PretrainCache(Path(study["cache_dir"])).get_or_train(
+        pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
+    )
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        shutil.rmtree(workdir / "resume", ignore_errors=True)
+        resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
+
+    tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
+    tracker.start(config.flat(), trial_tags(params))
+    last_checkpoint_dir: list[Path] = []
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        tracker.log_cycle(metrics)
+        last_checkpoint_dir[:] = [Path(checkpoint_dir)]
+        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+
+    try:
+        run_experiment(
+            config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from
+        )
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    if last_checkpoint_dir:
+        folder = last_checkpoint_dir[0]
+        if (folder / "history.csv").is_file():
+            tracker.log_history(folder / "history.csv")
+        tracker.log_artifacts([p for p in (folder / "cycles.csv", workdir / "config.yaml") if p.is_file()])
+    tracker.end("FINISHED")
+
+
+
+class DegenerateULAStopper(tune.Stopper):
+    """Ends a trial whose clustering collapsed, when its config asks for it (``adapt.stop_on_degenerate``)."""
+
+    def __init__(self) -> None:
+        self._stop_flags: dict[str, bool] = {}
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if result.get("ula_degenerate") != 1:
+            return False
+        if trial_id not in self._stop_flags:
+            self._stop_flags[trial_id] = trial_config(result["config"]).adapt.stop_on_degenerate
+        return self._stop_flags[trial_id]
+
+    def stop_all(self) -> bool:
+        return False

@@ -1,0 +1,62 @@
+"""The study CLI rejects bad input with ``error: <one line>`` and exit code 2, before Ray starts."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.run import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--space", "nope"], "unknown space 'nope'"),
+        (["--space", "smoke", "--set", "ula.epz=1"], "--set: unknown config key 'ula.epz': did you mean ula.eps?"),
+        (["--space", "smoke", "--set", "kd.mu=2"], "kd.mu=2.0 is out of range"),
+        (["--space", "smoke", "--set", "kd.mu"], "--set 'kd.mu' is not key=value"),
+        (["--space", "smoke", "--directions", "synthetic_duke->marketx"], "unknown dataset 'marketx'"),
+        (["--space", "smoke", "--data-root", "/nonexistent/reid"], "--data-root /nonexistent/reid is not a folder"),
+        (["--space", "smoke", "--cpus-per-trial", "0"], "--cpus-per-trial 0 is out of range"),
+        (["--space", "smoke", "--name", "a/b"], "--name 'a/b' is not a folder name"),
+        (["--space", "smoke", "--resume"], "--resume: no study 'smoke'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
+    assert main([*argv, "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+def test_existing_study_is_not_overwritten_without_resume(tmp_path, capsys):
+    finished = tmp_path / "ray" / "smoke"
+    finished.mkdir(parents=True)
+    (finished / "tuner.pkl").write_bytes(b"kept")
+    assert main(["--space", "smoke", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "study 'smoke' already exists" in err and "pass --resume to continue it" in err
+    assert (finished / "tuner.pkl").read_bytes() == b"kept"
+
+
+def test_data_root_datasets_are_resolved_before_start(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    argv = ["--space", "smoke", "--data-root", str(tmp_path / "data"), "--directions", "dukemtmc->market1501",
+            "--results-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--data-root: dataset 'dukemtmc' not found under" in capsys.readouterr().err
+
+
+def test_module_entry_point_exits_2_without_starting_ray(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.run", "--space", "smoke", "--set", "adapt.cycels=2",
+         "--results-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --set: unknown config key 'adapt.cycels': did you mean adapt.cycles?\n"
+    assert proc.stdout == ""

@@ -1,0 +1,168 @@
+"""Search-space validation: each bad file fails with one line naming the file and the fix."""
+
+from pathlib import Path
+
+import pytest
+
+from study.spaces import (
+    SpaceError,
+    encode_choice,
+    load_space,
+    parse_direction,
+    parse_set_args,
+    trial_config,
+    trial_overrides,
+)
+
+GRID = """
+kind: grid
+preset: cpu
+variants:
+  - {name: a, table: 1, set: {kd.mu: 0.1}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+def search(params: str, extra: str = "") -> str:
+    return f"kind: search\npreset: cpu\ndirections: [synthetic_duke->synthetic_market]\nparams:\n{params}\n{extra}"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GRID + "fixed: {ula.epz: 1.0}\n", "unknown config key 'ula.epz': did you mean ula.eps?"),
+        (search("  ula.epz: {type: uniform, low: 0.1, high: 1}"), "params.ula.epz: unknown config key 'ula.epz'"),
+        (search("  kd.mu: {type: choice, values: []}"), "params.kd.mu: choice has no values"),
+        (search("  kd.mu: {type: uniform, low: 0.9, high: 0.1}"), "low 0.9 > high 0.1: swap them"),
+        (search("  loss.center_weight: {type: loguniform, low: 0, high: 0.1}"), "loguniform needs low > 0"),
+        (search("  kd.mu: {type: normal, low: 0, high: 1}"),
+         "unknown distribution 'normal': use one of choice, uniform, loguniform, int, grid"),
+        (search("  kd.mu: {type: uniform, low: 0.1, high: 1.5}"), "kd.mu=1.5 is out of range"),
+        (GRID + "directions: [synthetic_duke->market1501]\n", "unknown dataset 'market1501'"),
+        (GRID + "directions: [synthetic_duke]\n", "is not SRC->TGT"),
+        (GRID + "sheduler: {type: asha}\n", "unknown top-level key 'sheduler': did you mean scheduler?"),
+        (GRID + "search: {sampler: grid}\n", "search.sampler 'grid' is not allowed: use one of tpe, random"),
+        (GRID + "scheduler: {type: hyperband}\n", "scheduler.type 'hyperband' is not allowed"),
+        (GRID + "  - {name: b, table: both, set: {kd.mu: 0.1}}\n", "set the same overrides: keep one row"),
+        (GRID + "  - {name: a, table: 2, set: {kd.mu: 0.3}}\n", "variant name 'a' is used twice"),
+        (GRID.replace("table: 1", "table: 3"), "table 3 is not allowed: use 1, 2 or both"),
+        (search("  kd.mu: {type: uniform, low: 0.1, high: 0.9}").replace(
+            "directions: [synthetic_duke->synthetic_market]\n", ""), "a search tunes one direction at a time"),
+    ],
+)
+def test_invalid_spaces_fail_with_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    text = str(info.value)
+    assert message in text
+    assert str(path) in text or text.startswith("--")
+    assert "\n" not in text
+
+
+def test_unknown_space_name_suggests_closest():
+    with pytest.raises(SpaceError, match="did you mean ablation"):
+        load_space("ablaton")
+
+
+def test_cli_overrides_are_checked_and_named():
+    with pytest.raises(SpaceError, match=r"^--set: unknown config key 'adapt.cycels': did you mean adapt.cycles\?"):
+        load_space("smoke", overrides={"adapt.cycels": 2})
+    with pytest.raises(SpaceError, match=r"^--directions: unknown dataset 'nowhere'"):
+        load_space("smoke", directions=["nowhere->synthetic_market"])
+
+
+def test_data_root_lists_its_folders(tmp_path):
+    (tmp_path / "mydata").mkdir()
+    assert parse_direction("mydata->market1501", tmp_path, "x") == ("mydata", "market1501")
+    with pytest.raises(SpaceError, match="mydata"):
+        parse_direction("synthetic_duke->market1501", tmp_path, "x")
+
+
+def test_set_args_parse_yaml_scalars_and_reject_missing_equals():
+    assert parse_set_args(["ula.eps=0.8", "kd.enabled=false", "model.attention=[conv4]", "ula.num_classes="]) == {
+        "ula.eps": 0.8, "kd.enabled": False, "model.attention": ["conv4"], "ula.num_classes": None,
+    }
+    with pytest.raises(SpaceError, match="--set 'ula.eps' is not key=value"):
+        parse_set_args(["ula.eps"])
+
+
+def test_ablation_has_every_paper_row_once_in_both_directions():
+    space = load_space("ablation")
+    names = [v.name for v in space.variants]
+    assert names == [
+        "Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
+        "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)", "ULA(750)+KD(0.7)",
+    ]
+    assert space.kind == "grid" and space.preset == "cpu"
+    trials = space.trials()
+    assert len(trials) == 10 * 2
+    assert {t["direction"] for t in trials} == {"synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke"}
+    tables = {v.name: v.table for v in space.variants}
+    assert tables["ULA(750)"] == "both"
+    assert sum(t in (1, "both") for t in tables.values()) == 6  # Table 1 rows
+    assert sum(t in (2, "both") for t in tables.values()) == 5  # Table 2 rows
+
+    def config(name):
+        variant = next(v for v in space.variants if v.name == name)
+        params = {"study": {"preset": space.preset, "fixed": space.fixed},
+                  "direction": space.directions[0], "variant": {"set": variant.set}}
+        return trial_config(params)
+
+    baseline, csam = config("Baseline"), config("CSAM-ReID")
+    assert (baseline.model.attention, baseline.model.bnneck, baseline.adapt.cycles) == ([], False, 0)
+    assert (csam.model.attention, csam.model.bnneck, csam.adapt.cycles) == (["conv3", "conv4", "conv5"], True, 0)
+    for k in (700, 750, 800, 850):
+        ula = config(f"ULA({k})")
+        assert round(ula.ula.class_ratio * 751) == k and ula.ula.num_classes is None
+        assert ula.ula.enabled and not ula.kd.enabled and ula.adapt.cycles > 0
+    for mu in (0.1, 0.3, 0.5, 0.7):
+        kd = config(f"ULA(750)+KD({mu})")
+        assert kd.kd.enabled and kd.kd.mu == mu and round(kd.ula.class_ratio * 751) == 750
+    assert config("ULA(750)").data.source == "synthetic_duke"
+
+
+def test_hpo_is_an_optuna_search_with_asha():
+    space = load_space("hpo")
+    assert space.kind == "search" and space.search.sampler == "tpe" and space.scheduler.type == "asha"
+    assert set(space.params) == {
+        "ula.eps", "ula.similarity_threshold", "loss.center_weight", "kd.mu", "ula.class_ratio", "model.attention",
+    }
+    assert 10 <= space.search.num_samples <= 16
+    assert space.search.metrics == ["target_mAP"] and space.search.modes == ["max"]
+    assert space.base_config().ula.eps_mode == "fixed"  # otherwise ula.eps would not matter
+    assert encode_choice(["conv3", "conv5"]) == "conv3+conv5"
+
+
+def test_smoke_is_tiny_and_its_trials_share_source_training():
+    space = load_space("smoke")
+    assert 2 <= len(space.trials()) <= 3
+    configs = [
+        trial_config({"study": {"preset": space.preset, "fixed": space.fixed},
+                      "direction": space.directions[0], "variant": {"set": v.set}})
+        for v in space.variants
+    ]
+    assert all(c.source.epochs == 1 and c.adapt.cycles == 1 and c.data.synthetic_ids <= 16 for c in configs)
+    stage1 = [(c.data, c.model, c.loss, c.source, c.runtime.seed) for c in configs]
+    assert all(s == stage1[0] for s in stage1)
+
+
+def test_trial_overrides_apply_fixed_then_direction_then_variant_then_sampled():
+    params = {
+        "study": {"preset": "cpu", "fixed": {"kd.mu": 0.2, "ula.eps": 0.5, "data.source": "x"}},
+        "direction": "synthetic_duke->synthetic_market",
+        "variant": {"name": "v", "set": {"kd.mu": 0.7}},
+        "ula.eps": 0.9,
+        "model.attention": "conv4+conv5",
+    }
+    assert trial_overrides(params) == {
+        "kd.mu": 0.7, "ula.eps": 0.9, "data.source": "synthetic_duke", "data.target": "synthetic_market",
+        "model.attention": "conv4+conv5",
+    }
+    config = trial_config(params)
+    assert config.model.attention == ["conv4", "conv5"] and config.kd.mu == 0.7 and config.ula.eps == 0.9

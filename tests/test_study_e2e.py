@@ -1,0 +1,78 @@
+"""End to end: the real CLI on the smoke space (Ray Tune + MLflow + pre-training cache), then a resume."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", "--space", "smoke", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = run_cli("--name", "smoke_e2e", "--results-dir", str(results), "--max-concurrent", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, proc
+
+
+def test_mlflow_holds_parent_and_child_runs_with_params_and_cycle_metrics(smoke_study):
+    from mlflow.tracking import MlflowClient
+
+    results, _ = smoke_study
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke_e2e")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["variant"] for c in children} == {"ULA", "ULA+KD(0.5)"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.params["data.source"] == "synthetic_duke"
+        assert child.data.params["kd.enabled"] == ("True" if child.data.tags["variant"] == "ULA+KD(0.5)" else "False")
+        history = client.get_metric_history(child.info.run_id, "target_mAP")
+        assert sorted(m.step for m in history) == [0, 1]  # cycle 0 (source only) and the one adaptation cycle
+        assert all(0.0 <= m.value <= 100.0 for m in history)
+
+
+def test_report_and_summary_written(smoke_study):
+    results, proc = smoke_study
+    assert (results / "smoke_e2e" / "README.md").is_file()
+    assert (results / "smoke_e2e" / "trials.csv").is_file()
+    assert "ULA+KD(0.5)" in proc.stdout and "report:" in proc.stdout
+
+
+def test_trials_sharing_stage1_train_it_once(smoke_study):
+    results, _ = smoke_study
+    checkpoints = [p for p in (results / "cache" / "pretrain").rglob("*") if p.is_file() and p.suffix in (".pt", ".pth")]
+    assert len(checkpoints) == 1
+
+
+def test_resume_reruns_nothing_finished(smoke_study):
+    from mlflow.tracking import MlflowClient
+
+    results, _ = smoke_study
+    proc = run_cli("--name", "smoke_e2e", "--results-dir", str(results), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke_e2e")
+    children = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for child in children:
+        assert len(client.get_metric_history(child.info.run_id, "target_mAP")) == 2  # no cycle logged twice
+
+
+def test_rerun_without_resume_is_refused(smoke_study):
+    results, _ = smoke_study
+    proc = run_cli("--name", "smoke_e2e", "--results-dir", str(results))
+    assert proc.returncode == 2 and "already exists" in proc.stderr
