@@ -149,6 +149,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
                     failure_config=tune.FailureConfig(max_failures=1),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                     progress_reporter=progress_reporter(space),
+                    verbose=1,  # status tables only, not every trial result
                     stop=DegenerateULAStopper(),
                 ),
             )

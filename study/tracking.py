@@ -12,13 +12,17 @@ import csv
 import json
 import math
 import numbers
+import os
 import subprocess
 import time
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.validation import (
+# Nothing of ours talks to the outside by default: MLflow 3 would otherwise send usage telemetry.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
@@ -64,7 +68,7 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def _param_value(value) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = str(value) if isinstance(value, (str, Path)) else json.dumps(value, default=str)
     if len(text) > MAX_PARAM_VAL_LENGTH:  # MLflow rejects longer values; keep a visible marker
         text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
     return text
@@ -174,7 +178,7 @@ class TrialTracker:
         else:
             run = self.client.create_run(experiment_id, run_name=self.trial_name, tags={
                 TAG_PARENT: self.parent_run_id, TAG_TRIAL: self.trial_name, TAG_STUDY: self.study_name,
-                TAG_ROLE: "trial"})
+                TAG_ROLE: "trial", "git_commit": git_commit() or "unknown"})
             self.run_id = run.info.run_id
             logged_params = {}
         _log_params_and_tags(self.client, self._run(), flatten(params), tags, existing=logged_params)

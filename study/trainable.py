@@ -38,7 +38,7 @@ def train_trial(params: dict[str, Any]) -> None:
     (workdir / "config.yaml").write_text(to_yaml(config))
 
     # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
-    source_checkpoint, _ = PretrainCache(Path(study["cache_dir"])).get_or_train(
+    source_checkpoint, cache_hit = PretrainCache(Path(study["cache_dir"])).get_or_train(
         pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
     )
     resume_from = None
@@ -48,7 +48,9 @@ def train_trial(params: dict[str, Any]) -> None:
         resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
 
     tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
-    tracker.start(config.flat(), trial_tags(params))
+    print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
+    tracker.start(config.flat(), {**trial_tags(params), "pretrain_cache": "hit" if cache_hit else "miss",
+                                  "pretrain_key": source_checkpoint.stem})
     last_checkpoint_dir: list[Path] = []
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
@@ -69,7 +71,6 @@ def train_trial(params: dict[str, Any]) -> None:
             tracker.log_history(folder / "history.csv")
         tracker.log_artifacts([p for p in (folder / "cycles.csv", workdir / "config.yaml") if p.is_file()])
     tracker.end("FINISHED")
-
 
 
 class DegenerateULAStopper(tune.Stopper):

@@ -82,7 +82,7 @@ def test_training_never_sees_target_identities(tiny_config, tmp_path, monkeypatc
         if name == config.data.target:
             train = domain.dataset.train
             order = torch.randperm(len(train), generator=torch.Generator().manual_seed(1)).tolist()
-            domain.dataset.train = [dataclasses.replace(r, pid=train[i].pid) for r, i in zip(train, order)]
+            domain.dataset.train = [dataclasses.replace(r, pid=train[i].pid) for r, i in zip(train, order, strict=True)]
         return domain
 
     monkeypatch.setattr(pipeline, "load_domain", shuffled)

@@ -39,7 +39,7 @@ def test_mlflow_holds_parent_and_child_runs_with_params_and_cycle_metrics(smoke_
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.params["data.source"] == "synthetic_duke"
-        assert child.data.params["kd.enabled"] == ("True" if child.data.tags["variant"] == "ULA+KD(0.5)" else "False")
+        assert child.data.params["kd.enabled"] == ("true" if child.data.tags["variant"] == "ULA+KD(0.5)" else "false")
         history = client.get_metric_history(child.info.run_id, "target_mAP")
         assert sorted(m.step for m in history) == [0, 1]  # cycle 0 (source only) and the one adaptation cycle
         assert all(0.0 <= m.value <= 100.0 for m in history)

@@ -98,6 +98,7 @@ class DomainStyle:
     lookalike_changes: int = 2  # attribute groups re-drawn for a look-alike
     shade_jitter: float = 14.0  # per-identity deviation from the palette colour (a fine cue)
     view_consistency: float = 0.7  # chance an image shows the camera's main viewpoint
+    person_scale: float = 1.0  # mean framing: < 1 is a looser detection box (smaller person, more scene)
     scale_jitter: float = 0.06
     offset_jitter: float = 0.05
     occlusion_prob: float = 0.25
@@ -144,31 +145,35 @@ MARKET_STYLE = DomainStyle(
 DUKE_STYLE = DomainStyle(
     name="synthetic_duke",
     num_cameras=8,
-    brightness=0.78,
-    colour_cast=(0.9, 0.97, 1.1),
-    saturation=0.72,
-    blur_radius=0.7,
-    resolution_scale=0.7,
-    noise_std=5.0,
-    camera_brightness_jitter=0.16,
-    wall_colour=(118, 112, 110),
+    brightness=0.85,
+    colour_cast=(0.85, 0.95, 1.2),
+    saturation=0.7,
+    blur_radius=0.2,
+    resolution_scale=1.0,
+    noise_std=2.0,
+    camera_brightness_jitter=0.12,
+    wall_colour=(160, 154, 150),
     ground_colour=(214, 216, 222),
-    background_jitter=30.0,
+    background_jitter=16.0,
     tile_size=0.22,
-    texture_contrast=0.16,
-    clutter=5,
+    texture_contrast=0.12,
+    clutter=3,
     obstacle_colours=((50, 44, 40), (120, 40, 36), (80, 84, 96)),
     upper_colours={
-        "black": 4, "charcoal": 3, "navy": 2.5, "gray": 2, "brown": 2, "olive": 1.5, "red": 1,
-        "white": 1, "beige": 1, "blue": 1, "purple": 0.5,
+        "black": 2, "charcoal": 1.5, "navy": 1.5, "gray": 1.5, "brown": 1.5, "olive": 1.5, "red": 1.5,
+        "white": 1.5, "beige": 1.5, "blue": 1.5, "purple": 1, "green": 1.5, "orange": 0.5, "yellow": 0.5,
     },
-    lower_colours={"black": 4, "navy": 2, "charcoal": 2, "blue": 2, "gray": 1.5, "brown": 1, "beige": 0.5},
+    lower_colours={
+        "black": 2, "navy": 1.5, "charcoal": 1.5, "blue": 2, "gray": 1.5, "brown": 1.5, "beige": 1.5, "white": 0.5,
+    },
     patterns={"plain": 0.65, "stripes": 0.1, "checks": 0.15, "logo": 0.1},
-    lower_kinds={"trousers": 0.9, "shorts": 0.02, "skirt": 0.08},
-    hair_styles={"short": 0.5, "long": 0.25, "hat": 0.25},
+    lower_kinds={"trousers": 0.7, "shorts": 0.1, "skirt": 0.2},
+    hair_styles={"short": 0.5, "long": 0.35, "hat": 0.15},
     bags={"none": 0.35, "backpack": 0.4, "handbag": 0.1, "shoulder": 0.15},
-    coat_prob=0.4,
-    long_sleeve_prob=0.95,
+    coat_prob=0.15,
+    long_sleeve_prob=0.7,
+    lookalike_prob=0.3,
+    occlusion_prob=0.2,
 )
 
 DEFAULT_STYLES = (MARKET_STYLE, DUKE_STYLE)
@@ -324,7 +329,7 @@ def make_camera(style: DomainStyle, seed: int, domain_index: int, index: int, he
         view=VIEWS[(index - 1) % len(VIEWS)],
         brightness=float(1.0 + rng.normal(0, style.camera_brightness_jitter)),
         cast=1.0 + rng.normal(0, style.camera_cast_jitter, 3),
-        person_scale=float(rng.uniform(0.94, 1.04)),
+        person_scale=style.person_scale * float(rng.uniform(0.94, 1.04)),
         background=_scene(style, rng, 2 * height, 2 * width),
         obstacle_colour=_shade(rng, style.obstacle_colours[rng.integers(len(style.obstacle_colours))], 15),
     )
