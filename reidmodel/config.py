@@ -181,7 +181,7 @@ _CPU_PRESET: dict[str, Any] = {
     "ula": {"num_classes": None, "class_ratio": 1.0, "distance": "jaccard", "eps": 0.5},
     "adapt": {"cycles": 5, "cycle_epochs": 2, "lr": 3.5e-5},
     "eval": {"batch_size": 256},
-    "runtime": {"device": "cpu"},
+    "runtime": {"device": "auto"},
 }
 
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": _CPU_PRESET}

@@ -268,7 +268,8 @@ def importances_from_trials(trials: pd.DataFrame) -> dict[str, float]:
     """fANOVA importances of the params that vary, for the final-cycle target mAP, via an in-memory study."""
     done = trials[(trials["cycles"] > 0) & trials[f"final_{OBJECTIVE}"].notna()]
     params = varying_params(done)
-    if len(done) < 2 or not params:
+    # fANOVA needs the objective to vary; equal values (e.g. identical trials) have no importances.
+    if len(done) < 2 or not params or done[f"final_{OBJECTIVE}"].nunique() < 2:
         return {}
     parsed = {p: [_parse(v) for v in done[p]] for p in params}
     distributions = {p.removeprefix("params."): _distribution(values) for p, values in parsed.items()}
@@ -292,7 +293,7 @@ def importances_from_optuna(study_name: str, storage: str) -> dict[str, float]:
                          "importances from the MLflow runs")
     study = optuna.load_study(study_name=study_name, storage=storage)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2:
+    if len(complete) < 2 or len({str(t.values) for t in complete}) < 2:
         return {}
     return optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
@@ -373,6 +374,15 @@ def ula_markdown(cycles: pd.DataFrame, trials: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
+def cost_line(parent, children) -> str:
+    """What the study cost, and how much of it the pre-training cache saved."""
+    cache = [child.data.tags.get("pretrain_cache") for child in children]
+    wall = parent.data.metrics.get("study_wall_seconds")
+    wall_text = f"{wall / 60:.1f} min wall time" if wall is not None else "wall time not logged"
+    return (f"- Cost: {wall_text}; source pre-training cache: {cache.count('miss')} pre-trainings for "
+            f"{len(children)} trials ({cache.count('hit')} hits)")
+
+
 def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_storage: str | None = None) -> Path:
     """Write ``<results_dir>/<study_name>/`` (README.md, CSVs, PNGs) and return the README's path."""
     if not study_name or Path(study_name).name != study_name:
@@ -398,6 +408,7 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_s
         f"- MLflow: `{tracking_uri}`, experiment `{study_name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
         f"- Trials: {len(trials)} ({statuses})",
+        cost_line(parent, children),
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
         "from that same cycle). Cells with several trials (n>1) are means. Target-domain results in %.",
         "- D->M = any direction into a Market-like target (market1501, synthetic_market), M->D the others. "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,11 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
                     stop=DegenerateULAStopper(),
                 ),
             )
+        started = time.perf_counter()
         results = tuner.fit()
         errors = print_summary(space, results)
-        tracker.finish("FAILED" if errors else "FINISHED")
+        tracker.finish("FAILED" if errors else "FINISHED",
+                       {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
         try:
             report_path = write_report(
                 paths["name"], paths["results_dir"], paths["tracking_uri"], optuna_storage=paths["optuna_storage"]

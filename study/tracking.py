@@ -142,9 +142,15 @@ class StudyTracker:
         self.client.log_dict(self.run_id, json.loads(json.dumps(cli_args, default=str)), "cli_args.json")
         return self.run_id
 
-    def finish(self, status: str = "FINISHED") -> None:
+    def finish(self, status: str = "FINISHED", metrics: dict | None = None) -> None:
+        """Close the parent run; ``metrics`` (e.g. the study's wall time) are logged on it first."""
         if self.run_id is None:
             raise RuntimeError("StudyTracker.finish() called before start(); call start() first")
+        timestamp = int(time.time() * 1000)
+        entries = [Metric(key, float(value), timestamp, 0) for key, value in (metrics or {}).items()
+                   if _is_number(value)]
+        if entries:
+            self.client.log_batch(self.run_id, metrics=entries)
         self.client.set_terminated(self.run_id, status=status)
 
 

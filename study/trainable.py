@@ -54,9 +54,10 @@ def train_trial(params: dict[str, Any]) -> None:
     last_checkpoint_dir: list[Path] = []
 
     def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        # Checkpoint first: a trial stopped between the two redoes this cycle on resume and logs it once.
+        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
         tracker.log_cycle(metrics)
         last_checkpoint_dir[:] = [Path(checkpoint_dir)]
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
     try:
         run_experiment(

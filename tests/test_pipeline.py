@@ -17,7 +17,7 @@ def _stable(cycles):
 
 def _equal(a, b):
     assert len(a) == len(b)
-    for row_a, row_b in zip(a, b):
+    for row_a, row_b in zip(a, b, strict=True):
         assert row_a.keys() == row_b.keys()
         for key in row_a:
             x, y = row_a[key], row_b[key]

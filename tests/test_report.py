@@ -175,3 +175,15 @@ def test_table_column():
     assert report.table_column("msmt17->synthetic_market") == "D->M"
     assert report.table_column("market1501->dukemtmc") == "M->D"
     assert report.table_column("market1501") is None and report.table_column(None) is None
+
+
+def test_no_importances_when_the_objective_does_not_vary():
+    import pandas as pd
+
+    from study.report import importances_from_trials
+
+    trials = pd.DataFrame({"cycles": [2, 2, 2], "final_target_mAP": [40.0, 40.0, 40.0],
+                           "params.kd.mu": ["0.1", "0.3", "0.5"]})
+    assert importances_from_trials(trials) == {}
+    trials["final_target_mAP"] = [40.0, 45.0, 50.0]
+    assert set(importances_from_trials(trials)) == {"kd.mu"}

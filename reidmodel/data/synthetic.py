@@ -146,8 +146,8 @@ DUKE_STYLE = DomainStyle(
     name="synthetic_duke",
     num_cameras=8,
     brightness=0.85,
-    colour_cast=(0.85, 0.95, 1.2),
-    saturation=0.7,
+    colour_cast=(0.8, 0.95, 1.3),
+    saturation=0.6,
     blur_radius=0.2,
     resolution_scale=1.0,
     noise_std=2.0,
@@ -172,8 +172,8 @@ DUKE_STYLE = DomainStyle(
     bags={"none": 0.35, "backpack": 0.4, "handbag": 0.1, "shoulder": 0.15},
     coat_prob=0.15,
     long_sleeve_prob=0.7,
-    lookalike_prob=0.3,
-    occlusion_prob=0.2,
+    lookalike_prob=0.25,
+    occlusion_prob=0.15,
 )
 
 DEFAULT_STYLES = (MARKET_STYLE, DUKE_STYLE)
