@@ -346,6 +346,10 @@ def _save_cycle(workdir: Path, config, cycle, target_model, intermediate, histor
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    # Without KD (mu = 1) the intermediate equals the target up to its classifier, which every cycle
+    # rebuilds: saving it would double the checkpoint for nothing.
+    if not config.kd.enabled or config.kd.mu == 1.0:
+        intermediate = None
     torch.save(
         {
             "cycle": cycle,

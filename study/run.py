@@ -148,7 +148,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
                     name=paths["name"],
                     storage_path=paths["storage"],
                     failure_config=tune.FailureConfig(max_failures=1),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # resuming needs the last one only
                     progress_reporter=progress_reporter(space),
                     verbose=1,  # status tables only, not every trial result
                     stop=DegenerateULAStopper(),

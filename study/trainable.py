@@ -6,7 +6,7 @@ unfinished trials with exactly the settings they started with.
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,44 +33,45 @@ def train_trial(params: dict[str, Any]) -> None:
     config = trial_config(params)
     torch.set_num_threads(study["cpus_per_trial"])
     context = tune.get_context()
-    workdir = Path(context.get_trial_dir()) / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(to_yaml(config))
 
     # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
     source_checkpoint, cache_hit = PretrainCache(Path(study["cache_dir"])).get_or_train(
         pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
     )
-    resume_from = None
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        shutil.rmtree(workdir / "resume", ignore_errors=True)
-        resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
-
-    tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
     print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
+    tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
     tracker.start(config.flat(), {**trial_tags(params), "pretrain_cache": "hit" if cache_hit else "miss",
                                   "pretrain_key": source_checkpoint.stem})
-    last_checkpoint_dir: list[Path] = []
 
-    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
-        # Checkpoint first: a trial stopped between the two redoes this cycle on resume and logs it once.
-        tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
-        tracker.log_cycle(metrics)
-        last_checkpoint_dir[:] = [Path(checkpoint_dir)]
+    # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
+    # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
+    with tempfile.TemporaryDirectory(prefix="reid-trial-") as scratch:
+        workdir = Path(scratch)
+        (workdir / "config.yaml").write_text(to_yaml(config))
+        resume_from = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
+        last_checkpoint_dir: list[Path] = []
 
-    try:
-        run_experiment(
-            config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from
-        )
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    if last_checkpoint_dir:
-        folder = last_checkpoint_dir[0]
-        if (folder / "history.csv").is_file():
-            tracker.log_history(folder / "history.csv")
-        tracker.log_artifacts([p for p in (folder / "cycles.csv", workdir / "config.yaml") if p.is_file()])
+        def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+            # Checkpoint first: a trial stopped between the two redoes this cycle on resume and logs it once.
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            tracker.log_cycle(metrics)
+            last_checkpoint_dir[:] = [Path(checkpoint_dir)]
+
+        try:
+            run_experiment(
+                config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from
+            )
+        except BaseException:
+            tracker.end("FAILED")
+            raise
+        if last_checkpoint_dir:
+            folder = last_checkpoint_dir[0]
+            if (folder / "history.csv").is_file():
+                tracker.log_history(folder / "history.csv")
+            tracker.log_artifacts([p for p in (folder / "cycles.csv", workdir / "config.yaml") if p.is_file()])
     tracker.end("FINISHED")
 
 

@@ -52,7 +52,9 @@ def test_train_writes_per_cycle_csv_and_resumes(synthetic_cache, tmp_path):
         (["--resume", "--out", "/tmp/definitely-not-a-run"], "holds no finished cycle"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args, message):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "run")]
     proc = run_train(*args)
     assert proc.returncode == 2
     error = proc.stderr.strip().splitlines()[-1]
