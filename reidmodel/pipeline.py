@@ -92,6 +92,7 @@ def load_domain(config: ExperimentConfig, name: str) -> Domain:
     else:
         root = Path(data.root).expanduser()
     dataset = resolve_dataset(name, root)
+    log.info("loaded %s from %s\n%s", name, root, dataset.summary())
     images: dict[str, torch.Tensor | None] = {"train": None, "query": None, "gallery": None}
     if data.in_memory:
         for split in images:

@@ -378,7 +378,10 @@ def cost_line(parent, children) -> str:
     """What the study cost, and how much of it the pre-training cache saved."""
     cache = [child.data.tags.get("pretrain_cache") for child in children]
     wall = parent.data.metrics.get("study_wall_seconds")
-    wall_text = f"{wall / 60:.1f} min wall time" if wall is not None else "wall time not logged"
+    if wall is None:
+        wall_text = "wall time not logged"
+    else:
+        wall_text = f"{wall:.0f} s wall time" if wall < 120 else f"{wall / 60:.1f} min wall time"
     return (f"- Cost: {wall_text}; source pre-training cache: {cache.count('miss')} pre-trainings for "
             f"{len(children)} trials ({cache.count('hit')} hits)")
 

@@ -1,0 +1,47 @@
+"""A tiny Optuna search end to end: TPE through Ray Tune's OptunaSearch, its study stored in SQLite."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_search_fills_the_optuna_storage_and_the_report(tmp_path):
+    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space = {
+        "name": "tiny_search",
+        "kind": "search",
+        "preset": "cpu",
+        "directions": smoke["directions"],
+        "fixed": smoke["fixed"],
+        "params": {
+            "kd.mu": {"type": "uniform", "low": 0.2, "high": 0.8},
+            "model.attention": {"type": "choice", "values": [["conv4", "conv5"], ["conv5"]]},
+        },
+        "search": {"sampler": "tpe", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 0},
+        "scheduler": {"type": "none"},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    }
+    space_file = tmp_path / "tiny_search.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.run", "--space", str(space_file), "--results-dir", str(results)],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    import optuna
+
+    study = optuna.load_study(study_name="tiny_search", storage=f"sqlite:///{results / 'optuna.db'}")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 2
+    for trial in complete:
+        assert 0.2 <= trial.params["kd.mu"] <= 0.8
+        assert 0 <= trial.value <= 100
+    assert "Best trials" in (results / "tiny_search" / "README.md").read_text()
