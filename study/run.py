@@ -157,6 +157,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
         started = time.perf_counter()
         results = tuner.fit()
         errors = print_summary(space, results)
+        tracker.close_open_trials()
         tracker.finish("FAILED" if errors else "FINISHED",
                        {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
         try:
@@ -168,6 +169,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
                   f"python -m study.report --study {paths['name']} --results-dir {paths['results_dir']}",
                   file=sys.stderr)
             return 1
+        tracker.log_report(report_path.parent)
         print(f"report: {report_path}")
         return 1 if errors else 0
     finally:

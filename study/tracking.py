@@ -154,6 +154,29 @@ class StudyTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+    def close_open_trials(self, status: str = "KILLED") -> int:
+        """Mark child runs still RUNNING as ``status``; returns how many.
+
+        A trial that a scheduler or stopper ends is killed by Ray before it can close its own run. A resumed
+        trial reopens its run (``TrialTracker.start``), so this loses nothing.
+        """
+        if self.run_id is None:
+            raise RuntimeError("StudyTracker.close_open_trials() called before start(); call start() first")
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        open_runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{TAG_PARENT}` = '{self.run_id}' and attributes.status = 'RUNNING'")
+        for run in open_runs:
+            self.client.set_terminated(run.info.run_id, status=status)
+        return len(open_runs)
+
+    def log_report(self, folder: Path) -> None:
+        """The study's report (tables, CSVs, plots) as artifacts of the parent run, under ``report/``."""
+        if self.run_id is None:
+            raise RuntimeError("StudyTracker.log_report() called before start(); call start() first")
+        self.client.log_artifacts(self.run_id, str(folder), artifact_path="report")
+
+
 class TrialTracker:
     """Inside a trial process: the nested child run of one trial."""
 

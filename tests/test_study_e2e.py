@@ -35,6 +35,8 @@ def test_mlflow_holds_parent_and_child_runs_with_params_and_cycle_metrics(smoke_
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert len(parents) == 1 and len(children) == 2
+    report = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+    assert {"report/README.md", "report/trials.csv", "report/target_map.png"} <= report
     assert {c.data.tags["variant"] for c in children} == {"ULA", "ULA+KD(0.5)"}
     for child in children:
         assert child.info.status == "FINISHED"

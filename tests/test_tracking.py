@@ -151,3 +151,18 @@ def test_bad_input_messages(tracking_uri, tmp_path):
         trial.log_history(tmp_path / "history.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         trial.log_artifacts([tmp_path / "nothing.png"])
+
+
+def test_close_open_trials_marks_only_running_children(tracking_uri):
+    study = StudyTracker(tracking_uri, "closing")
+    parent = study.start({"name": "closing"}, {}, resume=False)
+    stopped = TrialTracker(tracking_uri, parent, "stopped_by_scheduler", "closing")
+    stopped.start({"a": 1}, {})
+    finished = TrialTracker(tracking_uri, parent, "finished", "closing")
+    finished.start({"a": 2}, {})
+    finished.end("FINISHED")
+    assert study.close_open_trials() == 1
+    client = MlflowClient(tracking_uri)
+    assert client.get_run(stopped.run_id).info.status == "KILLED"
+    assert client.get_run(finished.run_id).info.status == "FINISHED"
+    assert study.close_open_trials() == 0
