@@ -238,7 +238,7 @@ def run_experiment(
             else:
                 intermediate = intermediate or copy.deepcopy(target_model)
                 losses = _fine_tune(config, intermediate, target, result, cycle, history, device, progress)
-                merge_weights(target_model, intermediate, config.kd.mu if config.kd.enabled else 1.0)
+                merge_weights(target_model, intermediate, merge_factor(config))
         metrics = _evaluate_cycle(config, target_model, source, target, device)
         metrics.update(
             cycle=cycle,
@@ -259,6 +259,11 @@ def run_experiment(
             log.warning("stopping after cycle %d: adapt.stop_on_degenerate is set", cycle)
             break
     return cycles
+
+
+def merge_factor(config: ExperimentConfig) -> float:
+    """The KD factor mu actually applied: without KD the target simply becomes the fine-tuned model."""
+    return config.kd.mu if config.kd.enabled else 1.0
 
 
 def _fine_tune(config, model: ReIDNet, target: Domain, result, cycle, history, device, progress) -> dict:
@@ -349,7 +354,7 @@ def _save_cycle(workdir: Path, config, cycle, target_model, intermediate, histor
     tmp.mkdir(parents=True)
     # Without KD (mu = 1) the intermediate equals the target up to its classifier, which every cycle
     # rebuilds: saving it would double the checkpoint for nothing.
-    if not config.kd.enabled or config.kd.mu == 1.0:
+    if merge_factor(config) == 1.0:
         intermediate = None
     torch.save(
         {

@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from ray import tune
 
-from reidmodel.config import to_yaml
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
 from study.spaces import trial_config
@@ -47,7 +46,6 @@ def train_trial(params: dict[str, Any]) -> None:
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
     with tempfile.TemporaryDirectory(prefix="reid-trial-") as scratch:
         workdir = Path(scratch)
-        (workdir / "config.yaml").write_text(to_yaml(config))
         resume_from = None
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
@@ -69,9 +67,9 @@ def train_trial(params: dict[str, Any]) -> None:
             raise
         if last_checkpoint_dir:
             folder = last_checkpoint_dir[0]
-            if (folder / "history.csv").is_file():
-                tracker.log_history(folder / "history.csv")
-            tracker.log_artifacts([p for p in (folder / "cycles.csv", workdir / "config.yaml") if p.is_file()])
+            tracker.log_history(folder / "history.csv")
+            # Each checkpoint folder holds the trial's config.yaml beside its per-cycle CSV.
+            tracker.log_artifacts([folder / "cycles.csv", folder / "config.yaml"])
     tracker.end("FINISHED")
 
 
