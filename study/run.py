@@ -109,7 +109,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
 
     from study.report import write_report
     from study.tracking import StudyTracker
-    from study.trainable import DegenerateULAStopper, train_trial
+    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
 
     paths["results_dir"].mkdir(parents=True, exist_ok=True)
     # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
@@ -134,6 +134,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
             "parent_run_id": parent_run_id,
             "cache_dir": paths["cache_dir"],
             "cpus_per_trial": resources.cpus_per_trial,
+            "scheduler": space.scheduler.type,
         }
         if args.resume:
             tuner = tune.Tuner.restore(
@@ -152,6 +153,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
                     progress_reporter=progress_reporter(space),
                     verbose=1,  # status tables only, not every trial result
                     stop=DegenerateULAStopper(),
+                    callbacks=[TrialOutcome(paths["tracking_uri"], parent_run_id, space.scheduler.type)],
                 ),
             )
         started = time.perf_counter()

@@ -110,6 +110,22 @@ def find_experiment_id(client: MlflowClient, study_name: str, tracking_uri: str,
     return client.create_experiment(study_name, artifact_location=artifact_root(tracking_uri))
 
 
+def close_trial_run(tracking_uri: str, parent_run_id: str, trial_id: str, status: str, tags: dict,
+                    only_running: bool = False) -> bool:
+    """Set the status (and why-tags) of the child run of Ray trial ``trial_id``; False when there is none
+    (a trial that failed before opening its run) or, with ``only_running``, when it is already closed."""
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent_run_id}' and tags.trial_id = '{trial_id}'",
+        max_results=1)
+    if not runs or (only_running and runs[0].info.status != "RUNNING"):
+        return False
+    _log_params_and_tags(client, runs[0].info.run_id, {}, tags, existing={})
+    client.set_terminated(runs[0].info.run_id, status=status)
+    return True
+
+
 class StudyTracker:
     """Driver side: the experiment and the parent run of one study."""
 
@@ -187,6 +203,7 @@ class TrialTracker:
         self.study_name = study_name
         self.client = MlflowClient(tracking_uri)
         self.run_id: str | None = None
+        self._logged_cycles: set[int] = set()
 
     def start(self, params: dict, tags: dict) -> None:
         """Open the child run, or continue the one this trial opened before a restart."""
@@ -204,6 +221,7 @@ class TrialTracker:
             self.run_id = run.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             logged_params = run.data.params
+            self._logged_cycles = {int(m.step) for m in self.client.get_metric_history(self.run_id, "cycle")}
         else:
             run = self.client.create_run(experiment_id, run_name=self.trial_name, tags={
                 TAG_PARENT: self.parent_run_id, TAG_TRIAL: self.trial_name, TAG_STUDY: self.study_name,
@@ -213,15 +231,22 @@ class TrialTracker:
         _log_params_and_tags(self.client, self._run(), flatten(params), tags, existing=logged_params)
 
     def log_cycle(self, metrics: dict) -> None:
-        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped."""
+        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped.
+
+        A cycle this run already holds is not logged again: a trial killed after logging a cycle but before
+        Ray stored its checkpoint redoes that cycle on resume, and MLflow cannot replace a logged point.
+        """
         if "cycle" not in metrics:
             raise ValueError(f"cycle metrics need a 'cycle' key to use as the MLflow step; got {sorted(metrics)}")
         step = int(metrics["cycle"])
+        if step in self._logged_cycles:
+            return
         timestamp = int(time.time() * 1000)
         entries = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()
                    if _is_number(value)]
         for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
             self.client.log_batch(self._run(), metrics=chunk)
+        self._logged_cycles.add(step)
 
     def log_history(self, history_csv: Path) -> None:
         """Per-epoch losses as ``epoch_<column>`` at step = row number (the global epoch).
@@ -265,7 +290,9 @@ class TrialTracker:
             else:
                 raise FileNotFoundError(f"artifact {path} does not exist; log it after the pipeline wrote it")
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED", tags: dict | None = None) -> None:
+        """Close the run; ``tags`` say why when it did not finish (``stop_reason``, ``error``)."""
+        _log_params_and_tags(self.client, self._run(), {}, tags or {}, existing={})
         self.client.set_terminated(self._run(), status=status)
 
     def _run(self) -> str:

@@ -16,7 +16,7 @@ from ray import tune
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
 from study.spaces import trial_config
-from study.tracking import TrialTracker
+from study.tracking import TrialTracker, close_trial_run
 
 
 def trial_tags(params: dict[str, Any]) -> dict[str, str]:
@@ -40,7 +40,8 @@ def train_trial(params: dict[str, Any]) -> None:
     print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
     tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
     tracker.start(config.flat(), {**trial_tags(params), "pretrain_cache": "hit" if cache_hit else "miss",
-                                  "pretrain_key": source_checkpoint.stem})
+                                  "pretrain_key": source_checkpoint.stem,
+                                  "trial_id": context.get_trial_id()})
 
     # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
@@ -50,27 +51,69 @@ def train_trial(params: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
-        last_checkpoint_dir: list[Path] = []
+        last: dict[str, Any] = {}
 
         def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
-            # Checkpoint first: a trial stopped between the two redoes this cycle on resume and logs it once.
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            # MLflow first: when a scheduler or stopper stops the trial, Ray ends it inside tune.report
+            # (SystemExit) and kills the process soon after, so nothing after that call is sure to run. The
+            # driver's TrialOutcome callback closes such runs. A kill between the two redoes the cycle on
+            # resume, and log_cycle skips a step it already holds.
             tracker.log_cycle(metrics)
-            last_checkpoint_dir[:] = [Path(checkpoint_dir)]
+            tracker.log_history(Path(checkpoint_dir) / "history.csv")
+            # The checkpoint folder holds the trial's config.yaml beside its per-cycle CSV.
+            tracker.log_artifacts([Path(checkpoint_dir) / "cycles.csv", Path(checkpoint_dir) / "config.yaml"])
+            last.update(metrics)
+            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         try:
             run_experiment(
                 config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from
             )
-        except BaseException:
-            tracker.end("FAILED")
+        except SystemExit:
             raise
-        if last_checkpoint_dir:
-            folder = last_checkpoint_dir[0]
-            tracker.log_history(folder / "history.csv")
-            # Each checkpoint folder holds the trial's config.yaml beside its per-cycle CSV.
-            tracker.log_artifacts([folder / "cycles.csv", folder / "config.yaml"])
-    tracker.end("FINISHED")
+        except BaseException as exc:
+            tracker.end("FAILED", {"error": one_line(exc)})
+            raise
+    tracker.end(*trial_outcome(config, last, scheduler=study["scheduler"]))
+
+
+def trial_outcome(config, last_metrics: dict[str, Any], scheduler: str) -> tuple[str, dict[str, Any]]:
+    """MLflow status and tags of a trial that ended without error: FINISHED when it reached its last
+    cycle, else KILLED with who stopped it (the degenerate-ULA rule, or the scheduler) and at which cycle."""
+    cycle = int(last_metrics.get("cycle", -1))
+    if cycle >= config.adapt.cycles:
+        return "FINISHED", {}
+    if last_metrics.get("ula_degenerate") == 1 and config.adapt.stop_on_degenerate:
+        reason = "degenerate_ula"
+    else:
+        reason = scheduler if scheduler != "none" else "stopper"
+    return "KILLED", {"stop_reason": reason, "stopped_at_cycle": cycle}
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: {text}"
+
+
+class TrialOutcome(tune.Callback):
+    """Closes the MLflow run of each trial from the driver, where Ray's decision is known for sure: a
+    trial stopped inside ``tune.report`` is killed before its own code can."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str, scheduler: str):
+        # Plain values only: the callback is pickled with the study and restored by --resume.
+        self.tracking_uri = tracking_uri
+        self.parent_run_id = parent_run_id
+        self.scheduler = scheduler
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        status, tags = trial_outcome(trial_config(trial.config), trial.last_result or {}, self.scheduler)
+        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status, tags)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        # The trial closes its own run as FAILED with its message; this catches a process that died.
+        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, "FAILED",
+                        {"error": f"the trial process died: see {trial.error_file or 'the Ray log'}"},
+                        only_running=True)
 
 
 class DegenerateULAStopper(tune.Stopper):

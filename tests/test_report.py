@@ -122,7 +122,7 @@ def test_search_sections(study):
     text = readme.read_text()
     best = text.split("## Best trials")[1].split("##")[0]
     assert best.index("trial_seed1") < best.index("trial_19")  # index 40 beats index 19
-    assert "| trial_seed1 | Baseline | synthetic_duke->synthetic_market | 54.2 | 64.2 | 58.5 (1) |" in best
+    assert "| trial_seed1 | Baseline | synthetic_duke->synthetic_market | finished | 2 | 54.2 | 64.2 | 58.5 (1) |" in best
     importance = text.split("## Parameter importances")[1].split("##")[0]
     assert "ula.num_classes" in importance and "kd.mu" in importance and "seed" in importance
     ula = text.split("## ULA diagnostics per trial")[1]
