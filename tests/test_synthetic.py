@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from reidmodel.data import synthetic
-from reidmodel.data.synthetic import SYNTHETIC_DOMAINS, ensure_synthetic, generate_benchmark
+from reidmodel.data.synthetic import SYNTHETIC_DOMAINS, ensure_synthetic, generate_benchmark, writer
 
 # Parsed independently of the module's own pattern, so a wrong pattern there cannot hide a wrong name.
 NAME = re.compile(r"^(-1|\d{4})_c([1-9])s1_(\d{6})_(\d{2})\.jpg$")
@@ -165,7 +165,7 @@ def test_ensure_synthetic_generates_once_and_reuses(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("regenerated a cached benchmark")
 
-    monkeypatch.setattr(synthetic, "generate_benchmark", fail)
+    monkeypatch.setattr(writer, "generate_benchmark", fail)
     assert ensure_synthetic(tmp_path, num_ids=2, seed=0, height=32, width=16) == root
     assert (image.stat().st_mtime_ns, (root / "COMPLETE").stat().st_mtime_ns) == stamps
     # Other arguments live in another folder.
@@ -175,7 +175,7 @@ def test_ensure_synthetic_generates_once_and_reuses(tmp_path, monkeypatch):
 
 
 def test_ensure_synthetic_uses_the_winner_of_a_race(tmp_path, monkeypatch):
-    real = synthetic.generate_benchmark
+    real = writer.generate_benchmark
     final = tmp_path / synthetic.benchmark_folder_name(2, 0, 32, 16)
 
     def generate_while_another_process_finishes(out, *args, **kwargs):
@@ -184,7 +184,7 @@ def test_ensure_synthetic_uses_the_winner_of_a_race(tmp_path, monkeypatch):
         (final / "COMPLETE").write_text("other\n")
         return out
 
-    monkeypatch.setattr(synthetic, "generate_benchmark", generate_while_another_process_finishes)
+    monkeypatch.setattr(writer, "generate_benchmark", generate_while_another_process_finishes)
     assert ensure_synthetic(tmp_path, num_ids=2, seed=0, height=32, width=16) == final
     assert (final / "COMPLETE").read_text() == "other\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
@@ -195,7 +195,7 @@ def test_ensure_synthetic_leaves_nothing_after_a_crash(tmp_path, monkeypatch):
         (Path(out) / "synthetic_market").mkdir()
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(synthetic, "generate_benchmark", crash)
+    monkeypatch.setattr(writer, "generate_benchmark", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_synthetic(tmp_path, num_ids=2, height=32, width=16)
     assert list(tmp_path.iterdir()) == []
