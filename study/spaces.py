@@ -18,7 +18,9 @@ import yaml
 from reidmodel.config import ConfigError, ExperimentConfig, apply_overrides, preset
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+# An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
+_PACKAGED_SPACES = Path(__file__).resolve().parent / "search_spaces"
+SPACES_DIR = _PACKAGED_SPACES if _PACKAGED_SPACES.is_dir() else _PACKAGED_SPACES.parent.parent / "search_spaces"
 REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
 DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
