@@ -1,6 +1,6 @@
 """One typed configuration for an experiment, with the paper's defaults and a CPU preset.
 
-The dataclass defaults are the paper's setting (METHOD.md sections 1-6). ``preset("cpu")`` is the
+The dataclass defaults are the paper's setting (docs/method.md sections 3-8). ``preset("cpu")`` is the
 scaled-down setting the synthetic benchmark is calibrated for. YAML files and ``--set key=value``
 overrides are validated on load: an unknown key names the closest valid one, a wrong type or an
 out-of-range value names the field.
@@ -71,7 +71,7 @@ class SourceConfig:
     """Stage 1: supervised pre-training on the labelled source domain."""
 
     epochs: int = 120
-    # The paper prints 3.5e-5; the strong baseline it builds on uses 3.5e-4 (see METHOD.md 5).
+    # The paper prints 3.5e-5; the strong baseline it builds on uses 3.5e-4 (see docs/method.md section 8).
     lr: float = 3.5e-5
     weight_decay: float = 5e-4
     step_size: int = 50
@@ -81,7 +81,7 @@ class SourceConfig:
 
 @dataclass
 class ULAConfig:
-    """Unsupervised label adaptation (METHOD.md sections 3 and 6)."""
+    """Unsupervised label adaptation (docs/method.md sections 5 and 8)."""
 
     enabled: bool = True
     distance: Literal["euclidean", "jaccard"] = "euclidean"
@@ -97,7 +97,7 @@ class ULAConfig:
     similarity_threshold: float = 0.8
     k1: int = 20  # k-reciprocal neighbours for the jaccard distance
     k2: int = 6
-    # Degenerate clustering: refuse to train on it (METHOD.md notes; see ula.py).
+    # Degenerate clustering: refuse to train on it (docs/method.md section 5; see ula.py).
     max_cluster_fraction: float = 0.5
     min_labelled_fraction: float = 0.05
 

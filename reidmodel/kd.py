@@ -1,4 +1,4 @@
-"""Weight-space knowledge distillation (METHOD.md 4): W_target := (1 - mu) W_target + mu W_intermediate."""
+"""Weight-space knowledge distillation: W_target := (1 - mu) W_target + mu W_intermediate (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def merge_weights(
     """Merge ``intermediate`` into ``target`` in place; returns the keys written.
 
     Every floating-point entry of the state dict is interpolated, BatchNorm running statistics
-    included (METHOD.md 6: the merged weights must see matching statistics). Integer buffers
+    included (docs/method.md section 8: the merged weights must see matching statistics). Integer buffers
     (``num_batches_tracked``) cannot be interpolated and are taken from the intermediate model. The
     classifier is excluded by default because its label set changes every cycle.
     """

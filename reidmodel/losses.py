@@ -1,4 +1,4 @@
-"""The three losses of METHOD.md section 2: L = L_ID + L_Triplet + beta * L_Common."""
+"""The three losses of docs/method.md section 4: L = L_ID + L_Triplet + beta * L_Common."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class ReIDLoss(nn.Module):
     """ID loss on the logits, triplet loss on the pooled feature, centre loss on the test feature.
 
     The centre loss sees the L2-normalised test feature (after BNNeck) because its centres ARE the ULA
-    templates, which are cluster means of L2-normalised after-BN features (METHOD.md 6): features and
+    templates, which are cluster means of L2-normalised after-BN features (docs/method.md 8): features and
     centres then live in the same space.
     """
 

@@ -1,4 +1,4 @@
-"""Unsupervised label adaptation (ULA, METHOD.md sections 3 and 6): pseudo labels for the target domain.
+"""Unsupervised label adaptation (ULA, docs/method.md sections 5 and 8): pseudo labels for the target domain.
 
 DBSCAN groups the target features; the K largest clusters become base classes whose mean
 (L2-normalised) features are the identity templates; every other sample joins the template it is

@@ -44,7 +44,7 @@ FINAL_VARIANT = "ULA(750)+KD(0.5)"  # the paper's final method: CSAM-ReID + ULA(
 OBJECTIVE = "target_mAP"
 RANKS = ("R1", "R5", "R10", "mAP")
 
-# METHOD.md section 7: target-domain results (%) as printed in the paper, keyed by the `variant` tag.
+# docs/method.md section 9: target-domain results (%) as printed in the paper, keyed by the `variant` tag.
 PAPER_ABLATION = {
     "Baseline": {"D->M": {"R1": 27.2, "mAP": 14.5}, "M->D": {"R1": 25.5, "mAP": 13.9}},
     "CSAM-ReID": {"D->M": {"R1": 31.8, "mAP": 20.1}, "M->D": {"R1": 36.6, "mAP": 22.3}},
@@ -441,7 +441,7 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_s
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
         "from that same cycle). Cells with several trials (n>1) are means. Target-domain results in %.",
         "- D->M = any direction into a Market-like target (market1501, synthetic_market), M->D the others. "
-        "Paper numbers: METHOD.md section 7 (real Market-1501/DukeMTMC-reID, ResNet-50, full schedule).",
+        "Paper numbers: docs/method.md section 9 (real Market-1501/DukeMTMC-reID, ResNet-50, full schedule).",
     ]
 
     for number, rows in ((1, TABLE1_ROWS), (2, TABLE2_ROWS)):

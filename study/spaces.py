@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 
 from reidmodel.config import ConfigError, ExperimentConfig, apply_overrides, preset
+from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-SYNTHETIC_DATASETS = ("synthetic_market", "synthetic_duke")
+# An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
+_PACKAGED_SPACES = Path(__file__).resolve().parent / "search_spaces"
+SPACES_DIR = _PACKAGED_SPACES if _PACKAGED_SPACES.is_dir() else _PACKAGED_SPACES.parent.parent / "search_spaces"
 REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
 DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
@@ -151,7 +153,7 @@ def parse_direction(direction: str, data_root: str | Path | None, where: str) ->
 def known_datasets(data_root: str | Path | None) -> list[str]:
     """Without a root only the embedded synthetic benchmark exists; with one, its folders too."""
     if data_root is None:
-        return list(SYNTHETIC_DATASETS)
+        return list(SYNTHETIC_DOMAINS)
     root = Path(data_root).expanduser()
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     return list(dict.fromkeys([*REAL_DATASETS, *folders]))

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from reidmodel.model import backbone as backbone_module
 from reidmodel.model.backbone import build_backbone, stage_channels
 
 
@@ -91,10 +90,10 @@ def test_pretrained_path_errors(tmp_path):
 def test_imagenet_without_cache_or_network_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
 
-    def offline(url, path, timeout):
+    def offline(url, dst, *args, **kwargs):
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(backbone_module, "_download", offline)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(RuntimeError) as info:
         build_backbone("resnet18", pretrained="imagenet")
     message = str(info.value)
@@ -111,27 +110,24 @@ def test_imagenet_reads_the_hub_cache_without_downloading(tmp_path, monkeypatch)
     checkpoints.mkdir(parents=True)
     torch.save(cached.state_dict(), checkpoints / "resnet18-f37072fd.pth")
 
-    def no_download(url, path, timeout):
+    def no_download(url, dst, *args, **kwargs):
         raise AssertionError("the cached file must be used")
 
-    monkeypatch.setattr(backbone_module, "_download", no_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
     loaded = build_backbone("resnet18", pretrained="imagenet")
     assert torch.equal(loaded.layer4[1].conv2.weight, cached.layer4[1].conv2.weight)
+
+
+def test_imagenet_cache_is_read_weights_only(tmp_path, monkeypatch):
+    """A cached file holding more than tensors is refused rather than unpickled."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(1), "extra": nn.ReLU()}, checkpoints / "resnet18-f37072fd.pth")
+    with pytest.raises(RuntimeError, match="ImageNet weights for resnet18 could not be loaded"):
+        build_backbone("resnet18", pretrained="imagenet")
 
 
 def test_resnet10_has_no_imagenet_weights():
     with pytest.raises(ValueError, match="no ImageNet weights for resnet10"):
         build_backbone("resnet10", pretrained="imagenet")
-
-
-def test_download_leaves_no_partial_file(tmp_path):
-    source = tmp_path / "source.bin"
-    source.write_bytes(b"weights")
-    target = tmp_path / "cache" / "file.pth"
-    backbone_module._download(source.as_uri(), target, timeout=1.0)
-    assert target.read_bytes() == b"weights"
-
-    failed = tmp_path / "cache" / "other.pth"
-    with pytest.raises(OSError):
-        backbone_module._download((tmp_path / "missing.bin").as_uri(), failed, timeout=1.0)
-    assert sorted(p.name for p in failed.parent.iterdir()) == ["file.pth"]

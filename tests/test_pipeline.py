@@ -1,12 +1,15 @@
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from reidmodel import pipeline
 from reidmodel.config import apply_overrides
+from reidmodel.model import build_model
 from reidmodel.pipeline import pretrain_signature, run_experiment
+from study.spaces import load_space, trial_config
 
 VOLATILE = {"time_s"}
 
@@ -96,11 +99,86 @@ def test_training_never_sees_target_identities(tiny_config, tmp_path, monkeypatc
 
 
 def test_paper_rows_are_settings(tiny_config, tmp_path):
-    baseline = apply_overrides(tiny_config, {"model.attention": [], "model.bnneck": False, "adapt.cycles": 0})
-    cycles = run_experiment(baseline, workdir=tmp_path / "baseline")
-    assert [m["cycle"] for m in cycles] == [0]
-    no_kd = apply_overrides(tiny_config, {"kd.enabled": False, "adapt.cycles": 1})
-    assert len(run_experiment(no_kd, workdir=tmp_path / "nokd")) == 2
+    """Each ablation row changes exactly the keys it declares, and the pipeline acts on them."""
+    space = load_space("ablation")
+    variants = {v.name: v for v in space.variants}
+
+    def trial(variant=None):
+        params = {"study": {"preset": space.preset, "fixed": space.fixed}, "direction": space.directions[0]}
+        return trial_config({**params, "variant": {"set": variant.set}} if variant else params).flat()
+
+    base = trial()
+    for variant in space.variants:
+        row = trial(variant)
+        declared = {key: "+".join(v) if isinstance(v, list) else v for key, v in variant.set.items()}
+        assert {key for key in row if row[key] != base[key]} <= set(declared), variant.name
+        assert {key: row[key] for key in declared} == declared, variant.name
+
+    def tiny_row(name, **more):
+        return apply_overrides(tiny_config, {**space.fixed, **variants[name].set, **more})
+
+    def weights(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    assert [m["cycle"] for m in run_experiment(tiny_row("Baseline"), workdir=tmp_path / "baseline")] == [0]
+    baseline = weights(tmp_path / "baseline" / "source.pt")["model"]
+    assert not any(key.startswith(("attention.", "bottleneck.")) for key in baseline)
+    assert [m["cycle"] for m in run_experiment(tiny_row("CSAM-ReID"), workdir=tmp_path / "csam")] == [0]
+    source = weights(tmp_path / "csam" / "source.pt")["model"]
+    assert {key.split(".")[1] for key in source if key.startswith("attention.")} == {"conv3", "conv4", "conv5"}
+    assert "bottleneck.running_mean" in source
+
+    # KD: the target after a cycle is the source moved mu of the way to the fine-tuned intermediate.
+    kd = tiny_row("ULA(750)+KD(0.3)", **{"adapt.cycles": 1})
+    cycles = run_experiment(kd, workdir=tmp_path / "kd", source_checkpoint=tmp_path / "csam" / "source.pt")
+    assert [m["cycle"] for m in cycles] == [0, 1] and cycles[1]["ula_degenerate"] == 0
+    state = weights(tmp_path / "kd" / "checkpoints" / "cycle_001" / "state.pt")
+    target, intermediate = state["target"], state["intermediate"]
+    merged = [key for key in target if target[key].is_floating_point() and not key.startswith("classifier.")]
+    assert merged and not torch.equal(intermediate["stem.0.weight"], source["stem.0.weight"])
+    for key in merged:
+        torch.testing.assert_close(target[key], source[key].lerp(intermediate[key], 0.3), msg=key)
+
+
+def test_stop_on_degenerate_ends_the_run_after_that_cycle(tiny_config, tmp_path):
+    source = tmp_path / "source.pt"
+    pipeline.pretrain_source(tiny_config, source)
+    # One base class is always degenerate: the cycle leaves the model as it was.
+    degenerate = apply_overrides(tiny_config, {"ula.num_classes": 1, "adapt.cycles": 2})
+    kept_going = run_experiment(degenerate, workdir=tmp_path / "on", source_checkpoint=source)
+    assert [m["cycle"] for m in kept_going] == [0, 1, 2]
+    assert [m["ula_degenerate"] for m in kept_going[1:]] == [1.0, 1.0]
+    assert kept_going[2]["target_mAP"] == pytest.approx(kept_going[0]["target_mAP"])
+
+    reported = []
+    stopping = apply_overrides(degenerate, {"adapt.stop_on_degenerate": True})
+    stopped = run_experiment(stopping, lambda metrics, _: reported.append(metrics["cycle"]), workdir=tmp_path / "off",
+                             source_checkpoint=source)
+    assert [m["cycle"] for m in stopped] == reported == [0, 1]
+
+
+def test_rerank_distance_is_the_one_evaluated(tiny_config, monkeypatch):
+    config = apply_overrides(tiny_config, {"eval.rerank": True})
+    domain = pipeline.load_domain(config, config.data.target)
+    model = build_model(config.model, num_classes=4)
+    cpu = torch.device("cpu")
+    reranked = pipeline.evaluate_domain(config, model, domain, cpu)
+    assert all(0 <= value <= 100 for value in reranked.values())
+
+    query = np.array([r.pid for r in domain.dataset.query])
+    gallery = np.array([r.pid for r in domain.dataset.gallery])
+    shapes = []
+
+    def oracle(query_gallery, query_query, gallery_gallery):
+        shapes.append((query_gallery.shape, query_query.shape, gallery_gallery.shape))
+        return (query[:, None] != gallery[None, :]).astype(np.float32)
+
+    monkeypatch.setattr(pipeline, "re_ranking", oracle)
+    perfect = pipeline.evaluate_domain(config, model, domain, cpu)
+    assert shapes == [((len(query), len(gallery)), (len(query), len(query)), (len(gallery), len(gallery)))]
+    assert perfect["mAP"] == perfect["R1"] == 100
+    plain = pipeline.evaluate_domain(apply_overrides(config, {"eval.rerank": False}), model, domain, cpu)
+    assert len(shapes) == 1 and plain["mAP"] < 100
 
 
 def test_source_checkpoint_is_shared_and_checked(tiny_config, tmp_path):

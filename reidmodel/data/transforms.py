@@ -12,7 +12,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_train_transform(cfg: DataConfig) -> v2.Compose:
-    """Resize, flip, pad + crop, colour jitter, normalise, random erasing (METHOD.md section 1).
+    """Resize, flip, pad + crop, colour jitter, normalise, random erasing (docs/method.md section 7).
 
     Erasing runs after normalisation with value 0, i.e. it paints the ImageNet mean colour, as the
     strong baseline's RandomErasing does.

@@ -1,6 +1,6 @@
-"""CBAM-style channel and spatial attention (the CAM and SAM of METHOD.md section 1).
+"""CBAM-style channel and spatial attention (the CAM and SAM of docs/method.md section 3).
 
-Identity initialisation, our reading of METHOD.md 1: a plain sigmoid gate starts at 0.5 and would halve
+Identity initialisation, our reading (docs/method.md 8): a plain sigmoid gate starts at 0.5 and would halve
 the activations of a pretrained backbone at every stage that carries attention. Each gate here is
 ``2 * sigmoid(z)`` and the last layer producing ``z`` (the MLP's second 1x1 conv; the 7x7 conv) starts
 at zero, so ``z == 0``, the gate is exactly 1 and a freshly inserted module is exactly the identity. It

@@ -1,15 +1,12 @@
 """ResNet backbones from torchvision, with the strong baseline's last stride and offline-friendly weights.
 
-``pretrained`` is "none", "imagenet" (torchvision's IMAGENET1K_V1, read from the torch hub cache and
-downloaded only when it is not there) or the path of a torchvision state dict, so that machines without
-internet can still start from ImageNet weights.
+``pretrained`` is "none", "imagenet" (torchvision's IMAGENET1K_V1 through its weights API: read from the
+torch hub cache, downloaded only when it is not there) or the path of a torchvision state dict, so that
+machines without internet can still start from ImageNet weights.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,7 +24,6 @@ _TORCHVISION_RESNETS = {
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
 }
 BACKBONES = ("resnet10", *_TORCHVISION_RESNETS)
-DOWNLOAD_TIMEOUT_S = 10.0
 
 
 def build_backbone(name: str, pretrained: str = "none", last_stride: int = 1) -> ResNet:
@@ -79,29 +75,17 @@ def _set_last_stride(backbone: ResNet, last_stride: int) -> None:
 
 
 def _imagenet_state_dict(name: str, weights: models.WeightsEnum) -> dict[str, torch.Tensor]:
+    """torch hub's cache and download (atomic, hash-checked); a failure becomes one line saying what to set."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(weights.url).path).name
-    if not path.is_file():
-        try:
-            _download(weights.url, path, DOWNLOAD_TIMEOUT_S)
-        except Exception as exc:
-            raise RuntimeError(
-                f"ImageNet weights for {name} could not be loaded (no internet? {_one_line(exc)}): set "
-                f"model.pretrained to the path of a local torchvision state dict ({path.name}, or put it at "
-                f"{path}) or to none"
-            ) from exc
-    return _read_state_dict(path)
-
-
-def _download(url: str, path: Path, timeout: float) -> None:
-    """Fetch into a temporary file first so that an interrupted download never poisons the cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as file:
-            shutil.copyfileobj(response, file)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except Exception as exc:
+        raise RuntimeError(
+            f"ImageNet weights for {name} could not be loaded ({_one_line(exc)}): without internet, set "
+            f"model.pretrained to the path of a local torchvision state dict ({path.name}, or put it at "
+            f"{path}) or to none"
+        ) from exc
+    return _checked_state_dict(state, path)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -116,6 +100,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"{path} could not be read as a torch state dict ({_one_line(exc)}): "
             "point model.pretrained at a torchvision ResNet state dict"
         ) from exc
+    return _checked_state_dict(state, path)
+
+
+def _checked_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(
             f"{path} is not a state dict (name -> tensor): point model.pretrained at a torchvision one"
