@@ -58,6 +58,7 @@ LOSS_KEYS = ("loss_total", "loss_id", "loss_triplet", "loss_center")
 ULA_KEYS = (
     "num_clusters",
     "num_classes",
+    "requested_classes",
     "num_labelled",
     "labelled_fraction",
     "precision",

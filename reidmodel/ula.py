@@ -133,6 +133,7 @@ def _diagnostics(
         "num_samples": num_samples,
         "num_clusters": len(sizes),
         "num_classes": num_base,
+        "requested_classes": num_classes,  # K: the cap binds when DBSCAN finds more clusters than this
         "num_labelled": int(labelled.sum()),
         "labelled_fraction": float(labelled.mean()),
         "largest_cluster_fraction": float(sizes.max() / num_samples) if len(sizes) else 0.0,

@@ -18,10 +18,12 @@ import math
 import os
 import platform
 import shlex
+import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 from matplotlib import colormaps
@@ -29,6 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
+from study import tables
+from study.tables import Table, parse_tables
 from study.tracking import (
     HISTORY_PREFIX,
     TAG_PARENT,
@@ -40,44 +44,14 @@ from study.tracking import (
 
 DIRECTIONS = ("D->M", "M->D")
 MARKET_LIKE = ("market1501", "synthetic_market")
-FINAL_VARIANT = "ULA(750)+KD(0.5)"  # the paper's final method: CSAM-ReID + ULA(750) + KD(0.5)
 OBJECTIVE = "target_mAP"
 RANKS = ("R1", "R5", "R10", "mAP")
-
-# docs/method.md section 9: target-domain results (%) as printed in the paper, keyed by the `variant` tag.
-PAPER_ABLATION = {
-    "Baseline": {"D->M": {"R1": 27.2, "mAP": 14.5}, "M->D": {"R1": 25.5, "mAP": 13.9}},
-    "CSAM-ReID": {"D->M": {"R1": 31.8, "mAP": 20.1}, "M->D": {"R1": 36.6, "mAP": 22.3}},
-    "ULA(700)": {"D->M": {"R1": 44.1, "mAP": 28.5}, "M->D": {"R1": 48.9, "mAP": 31.6}},
-    "ULA(750)": {"D->M": {"R1": 48.2, "mAP": 32.0}, "M->D": {"R1": 54.7, "mAP": 35.1}},
-    "ULA(800)": {"D->M": {"R1": 48.5, "mAP": 32.2}, "M->D": {"R1": 53.9, "mAP": 34.8}},
-    "ULA(850)": {"D->M": {"R1": 45.4, "mAP": 30.7}, "M->D": {"R1": 52.9, "mAP": 34.6}},
-    "ULA(750)+KD(0.1)": {"D->M": {"R1": 40.3, "mAP": 28.2}, "M->D": {"R1": 44.6, "mAP": 30.6}},
-    "ULA(750)+KD(0.3)": {"D->M": {"R1": 44.3, "mAP": 31.2}, "M->D": {"R1": 54.6, "mAP": 34.6}},
-    "ULA(750)+KD(0.5)": {"D->M": {"R1": 48.6, "mAP": 33.1}, "M->D": {"R1": 56.5, "mAP": 36.1}},
-    "ULA(750)+KD(0.7)": {"D->M": {"R1": 48.4, "mAP": 32.5}, "M->D": {"R1": 55.9, "mAP": 35.8}},
-}
-# Table 3: R1, R5, R10, mAP per direction; None where the paper prints "-".
-PAPER_TABLE3 = {
-    "PUL": {"D->M": (30.4, 44.5, 50.7, 16.4), "M->D": (44.7, 59.1, 65.6, 20.1)},
-    "TJ-AIDL": {"D->M": (44.3, 59.6, 65.0, 23.0), "M->D": (58.2, 74.8, 81.1, 26.5)},
-    "IPGAN": {"D->M": (47.0, 63.0, 68.1, 27.0), "M->D": (57.2, 76.0, 82.7, 28.0)},
-    "PTGAN": {"D->M": (27.4, None, 50.7, None), "M->D": (38.6, None, 66.1, None)},
-    "SPGAN": {"D->M": (41.1, 56.6, 63.0, 22.3), "M->D": (51.5, 70.1, 76.8, 22.8)},
-    "DDNDA": {"D->M": (38.1, 55.0, 62.2, 17.1), "M->D": (28.4, 41.5, 49.9, 17.6)},
-    "this paper (CSAM-ReID + ULA(750) + KD(0.5))": {"D->M": (48.6, 58.7, 66.3, 33.1),
-                                                    "M->D": (56.5, 69.4, 75.4, 36.1)},
-}
-# Row labels as the paper prints them.
-TABLE1_ROWS = {"Baseline": "Baseline (ResNet50)", "CSAM-ReID": "CSAM-ReID", "ULA(700)": "+ ULA(700)",
-               "ULA(750)": "+ ULA(750)", "ULA(800)": "+ ULA(800)", "ULA(850)": "+ ULA(850)"}
-TABLE2_ROWS = {"ULA(750)": "CSAM-ReID + ULA(750)", "ULA(750)+KD(0.1)": "+ KD(0.1)",
-               "ULA(750)+KD(0.3)": "+ KD(0.3)", "ULA(750)+KD(0.5)": "+ KD(0.5)", "ULA(750)+KD(0.7)": "+ KD(0.7)"}
-ULA_COLUMNS = {"ula_num_clusters": "clusters", "ula_num_classes": "classes", "ula_num_labelled": "labelled",
-               "ula_labelled_fraction": "labelled fraction", "ula_precision": "precision",
-               "ula_recall": "recall", "ula_degenerate": "degenerate", "target_mAP": "target mAP"}
-ULA_DIGITS = {"ula_num_clusters": 0, "ula_num_classes": 0, "ula_num_labelled": 0, "ula_degenerate": 0,
-              "target_mAP": 1}  # the fractions get 3 digits
+ULA_COLUMNS = {"ula_num_clusters": "clusters", "ula_requested_classes": "K", "ula_num_classes": "classes",
+               "ula_num_labelled": "labelled", "ula_labelled_fraction": "labelled fraction",
+               "ula_precision": "precision", "ula_recall": "recall", "ula_degenerate": "degenerate",
+               "target_mAP": "target mAP"}
+ULA_DIGITS = {"ula_num_clusters": 0, "ula_requested_classes": 0, "ula_num_classes": 0, "ula_num_labelled": 0,
+              "ula_degenerate": 0, "target_mAP": 1}  # the fractions get 3 digits
 
 
 def table_column(direction: str | None) -> str | None:
@@ -95,9 +69,8 @@ def fmt(value, digits: int = 1) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """Cells are already formatted text: pandas must not re-parse them as numbers."""
+    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
 
 
 # ---------------------------------------------------------------- reading MLflow
@@ -122,6 +95,16 @@ def load_runs(client: MlflowClient, study_name: str, tracking_uri: str):
         raise ValueError(f"study {study_name!r} has no trial runs under parent run {parent.info.run_id}; "
                          "no trial has started yet")
     return parent, children
+
+
+def load_space_dict(client: MlflowClient, parent) -> dict:
+    """The space the study ran (its tables, objectives, start points), as logged on the parent run."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(parent.info.run_id, "search_space.json", folder)
+        except Exception:  # a parent run from before spaces were logged: no declared tables
+            return {}
+        return json.loads(Path(path).read_text())
 
 
 def cycle_frame(client: MlflowClient, children) -> pd.DataFrame:
@@ -165,7 +148,9 @@ def trial_frame(children, cycles: pd.DataFrame) -> pd.DataFrame:
     for run in children:
         name = trial_name(run)
         direction = run.data.tags.get("direction")
+        seed = run.data.tags.get("seed") or run.data.params.get("runtime.seed")
         record = {"trial": name, "run_id": run.info.run_id, "status": run.info.status,
+                  "seed": int(seed) if seed not in (None, "") else None,
                   "outcome": outcome(run), "trial_id": run.data.tags.get("trial_id"), "variant": run.data.tags.get("variant"), "direction": direction,
                   "column": table_column(direction), "cycles": 0}
         history = cycles[cycles["trial"] == name]
@@ -177,70 +162,13 @@ def trial_frame(children, cycles: pd.DataFrame) -> pd.DataFrame:
                 key = f"target_{rank}"
                 record[f"final_{key}"] = final.get(key, math.nan)
                 record[f"best_{key}"] = best.get(key, math.nan)
+            record["final_source_mAP"] = final.get("source_mAP", math.nan)
         record.update({f"params.{k}": v for k, v in sorted(run.data.params.items())})
         records.append(record)
     return pd.DataFrame.from_records(records)
 
 
 # ---------------------------------------------------------------- tables
-
-def ablation_table(trials: pd.DataFrame, rows: dict[str, str]) -> pd.DataFrame:
-    """Paper layout: one row per variant, per direction R1/mAP of the paper, ours (final), ours (best)."""
-    records = []
-    for variant, label in rows.items():
-        record = {"method": label, "variant": variant}
-        for column in DIRECTIONS:
-            cell = trials[(trials["variant"] == variant) & (trials["column"] == column)]
-            cell = cell[cell["cycles"] > 0]
-            record[f"{column} n"] = len(cell)
-            for rank in ("R1", "mAP"):
-                record[f"{column} {rank} paper"] = PAPER_ABLATION[variant][column][rank]
-                for which in ("final", "best"):
-                    key = f"{which}_target_{rank}"
-                    record[f"{column} {rank} {which}"] = cell[key].mean() if len(cell) else math.nan
-        records.append(record)
-    return pd.DataFrame.from_records(records)
-
-
-def ablation_markdown(table: pd.DataFrame, which: str) -> str:
-    header = ["method"] + [f"{c} {r} {who}" for c in DIRECTIONS for r in ("R1", "mAP") for who in ("ours", "paper")]
-    rows = []
-    for _, row in table.iterrows():
-        cells = [row["method"]]
-        for column in DIRECTIONS:
-            for rank in ("R1", "mAP"):
-                ours = fmt(row[f"{column} {rank} {which}"])
-                if row[f"{column} n"] > 1:
-                    ours += f" (n={row[f'{column} n']})"
-                cells += [ours, fmt(row[f"{column} {rank} paper"])]
-        rows.append(cells)
-    return markdown_table(header, rows)
-
-
-def table3(trials: pd.DataFrame) -> pd.DataFrame:
-    records = []
-    for method, values in PAPER_TABLE3.items():
-        record = {"method": method}
-        for column in DIRECTIONS:
-            record.update({f"{column} {rank}": v for rank, v in zip(RANKS, values[column], strict=True)})
-        records.append(record)
-    final = trials[(trials["variant"] == FINAL_VARIANT) & (trials["cycles"] > 0)]
-    for which in ("final", "best"):
-        record = {"method": f"ours, {FINAL_VARIANT}, {which} cycle"}
-        for column in DIRECTIONS:
-            cell = final[final["column"] == column]
-            for rank in RANKS:
-                key = f"{which}_target_{rank}"
-                record[f"{column} {rank}"] = cell[key].mean() if len(cell) else math.nan
-        records.append(record)
-    return pd.DataFrame.from_records(records)
-
-
-def table3_markdown(table: pd.DataFrame) -> str:
-    header = ["method"] + [f"{c} {r}" for c in DIRECTIONS for r in RANKS]
-    rows = [[row["method"]] + [fmt(row[h]) for h in header[1:]] for _, row in table.iterrows()]
-    return markdown_table(header, rows)
-
 
 def varying_params(trials: pd.DataFrame) -> list[str]:
     columns = [c for c in trials.columns if c.startswith("params.")]
@@ -271,6 +199,96 @@ def significant(value, digits: int = 4) -> str:
     if isinstance(value, list):
         return "+".join(map(str, value)) or "none"
     return str(value)
+
+
+def k_binding_markdown(table: Table, cycles: pd.DataFrame, trials: pd.DataFrame) -> list[str]:
+    """Per ULA row and cycle: DBSCAN's clusters (min-max over seeds) against K, pseudo-label precision, and
+    in words whether the cap of K base classes bound (more clusters than K) in every cycle."""
+    if "ula_requested_classes" not in cycles:
+        return ["K was not logged by this study's trials (older runs): no evidence either way."]
+    rows, summary = [], []
+    merged = cycles.merge(trials[["trial", "variant", "column"]], on="trial")
+    merged = merged[merged["ula_requested_classes"].notna() & (merged["cycle"] > 0)]
+    for row in table.rows:
+        for column in tables.columns_of(trials):
+            cell = merged[(merged["variant"] == row.variant) & (merged["column"] == column)]
+            if cell.empty:
+                continue
+            bound = cell["ula_num_clusters"] > cell["ula_requested_classes"]
+            summary.append(f"- {row.label}, {column}: K bound in {int(bound.sum())} of {len(cell)} cycles "
+                           f"({cell['trial'].nunique()} trials)"
+                           + ("" if bound.all() else " — **K did not bind in every cycle**"))
+            for cycle, group in cell.groupby("cycle"):
+                clusters = group["ula_num_clusters"]
+                rows.append([row.label, column, str(int(cycle)), f"{clusters.min():.0f}-{clusters.max():.0f}",
+                             "/".join(f"{k:.0f}" for k in sorted(group["ula_requested_classes"].unique())),
+                             fmt(group["ula_precision"].mean(), 3), f"{int((clusters > group['ula_requested_classes']).sum())}/{len(group)}"])
+    if not rows:
+        return ["No ULA cycles in this table's rows."]
+    detail = markdown_table(["row", "direction", "cycle", "DBSCAN clusters (min-max)", "K",
+                             "pseudo-label precision (mean)", "trials where K bound"], rows)
+    return summary + ["", "<details><summary>per cycle</summary>", "", detail, "", "</details>"]
+
+
+def final_values(cycles: pd.DataFrame, trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The last cycle's value of each metric for every trial that finished all its cycles."""
+    finished = trials[trials["outcome"] == "finished"]["trial"]
+    last = cycles[cycles["trial"].isin(finished)].groupby("trial").tail(1)
+    return last[["trial", *metrics]].merge(trials, on="trial")
+
+
+def pareto_front(frame: pd.DataFrame, objectives: list[dict]) -> pd.DataFrame:
+    """The trials no other trial beats in every objective (and strictly in one)."""
+    signs = np.array([1.0 if o["mode"] == "max" else -1.0 for o in objectives])
+    values = frame[[o["metric"] for o in objectives]].to_numpy(dtype=float) * signs
+    keep = [np.isfinite(point).all() and not ((values >= point).all(axis=1) & (values > point).any(axis=1)).any()
+            for point in values]
+    return frame[keep].sort_values(objectives[0]["metric"], ascending=objectives[0]["mode"] != "max")
+
+
+def start_point_trials(frame: pd.DataFrame, start_points: list[dict]) -> dict[str, str]:
+    """Trial name -> start-point name, for the trials that evaluated a space's ``search.start_points``."""
+    found = {}
+    for point in start_points:
+        for _, row in frame.iterrows():
+            if all(_same(row.get(f"params.{key}"), value) for key, value in point["params"].items()):
+                found[row["trial"]] = point["name"]
+    return found
+
+
+def _same(logged, value) -> bool:
+    parsed = _parse(logged)
+    if isinstance(value, list):
+        return parsed == "+".join(value) or parsed == value
+    if isinstance(value, (int, float)) and isinstance(parsed, (int, float)):
+        return math.isclose(float(parsed), float(value), rel_tol=1e-9)
+    return parsed == value
+
+
+def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: list[dict], marked: dict[str, str],
+               path: Path) -> None:
+    x, y = (o["metric"] for o in objectives[:2])
+    figure = Figure(figsize=(7, 5.5), layout="tight")
+    axis = figure.subplots()
+    axis.scatter(frame[x], frame[y], s=18, color="0.6", label="finished trials")
+    ordered = front.sort_values(x)
+    axis.plot(ordered[x], ordered[y], marker="o", color="tab:red", label="Pareto front")
+    for name, label in marked.items():
+        row = frame[frame["trial"] == name].iloc[0]
+        axis.scatter([row[x]], [row[y]], marker="*", s=220, color="tab:blue", zorder=5, label=label)
+    axis.set_xlabel(f"{x} (final cycle, %)")
+    axis.set_ylabel(f"{y} (final cycle, %)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+
+
+def front_markdown(front: pd.DataFrame, objectives: list[dict], marked: dict[str, str], params: list[str]) -> str:
+    header = ["trial", *(o["metric"] for o in objectives), *(p.removeprefix("params.") for p in params)]
+    rows = [[row["trial"] + (f" ({marked[row['trial']]})" if row["trial"] in marked else "")]
+            + [fmt(row[o["metric"]]) for o in objectives] + [significant(_parse(row[p])) for p in params]
+            for _, row in front.iterrows()]
+    return markdown_table(header, rows)
 
 
 # ---------------------------------------------------------------- parameter importances
@@ -313,16 +331,21 @@ def importances_from_trials(trials: pd.DataFrame) -> dict[str, float]:
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
 
 
-def importances_from_optuna(study_name: str, storage: str) -> dict[str, float]:
+def importances_from_optuna(study_name: str, storage: str, objectives: list[str]) -> dict[str, dict[str, float]]:
+    """objective -> fANOVA importances; a multi-objective study gets one set per objective."""
     if study_name not in optuna.study.get_all_study_names(storage):
         raise ValueError(f"Optuna storage {storage} has no study {study_name!r}; omit the storage to compute "
                          "importances from the MLflow runs")
     study = optuna.load_study(study_name=study_name, storage=storage)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 2 or len({str(t.values) for t in complete}) < 2:
-        return {}
-    return optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    out = {}
+    for index, objective in enumerate(objectives):
+        if len(complete) < 2 or len({t.values[index] for t in complete}) < 2:
+            continue
+        target = (lambda t, i=index: t.values[i]) if len(objectives) > 1 else None
+        out[objective] = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), target=target)
+    return out
 
 
 # ---------------------------------------------------------------- plots
@@ -356,12 +379,15 @@ def plot_cycles(cycles: pd.DataFrame, trials: pd.DataFrame, keys: dict[str, str]
     figure.savefig(path, dpi=110)
 
 
-def plot_importances(importances: dict[str, float], path: Path) -> None:
-    names = list(importances)[::-1]
-    figure = Figure(figsize=(7, 0.4 * len(names) + 1.5), layout="tight")
-    axis = figure.subplots()
-    axis.barh(names, [importances[n] for n in names])
-    axis.set_xlabel(f"fANOVA importance for final-cycle {OBJECTIVE}")
+def plot_importances(importances: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per objective."""
+    figure = Figure(figsize=(7 * len(importances), 0.4 * max(map(len, importances.values())) + 1.5),
+                    layout="tight")
+    for axis, (objective, values) in zip(figure.subplots(1, len(importances), squeeze=False)[0],
+                                         importances.items(), strict=True):
+        names = list(values)[::-1]
+        axis.barh(names, [values[n] for n in names])
+        axis.set_xlabel(f"fANOVA importance for {objective}")
     figure.savefig(path, dpi=110)
 
 
@@ -412,6 +438,41 @@ def cost_line(parent, children) -> str:
             f"{len(children)} trials ({cache.count('hit')} hits)")
 
 
+def table_section(table: Table, trials: pd.DataFrame, cycles: pd.DataFrame, out: Path) -> list[str]:
+    """A declared table: final-cycle cells with intervals and the claims' verdicts, the best-cycle version
+    folded away, and (for the class-count table) whether K bound."""
+    tables.table_csv_frame(table, trials, "final").to_csv(out / f"{table.id}.csv", index=False)
+    lines = ["", f"## {table.title}", "", tables.table_markdown(table, trials, "final")]
+    claims = tables.claim_lines(table, trials, "final")
+    if claims:
+        lines += ["", "The paper's claims, judged on the final cycle:", "", *claims]
+    lines += ["", "<details><summary>The same table at each trial's best cycle (an oracle: it picks the cycle "
+              "with target labels)</summary>", "", tables.table_markdown(table, trials, "best"), "", "</details>"]
+    if table.k_evidence:
+        lines += ["", f"### Does K bind? ({table.id})", "",
+                  "K caps the base classes at the K largest DBSCAN clusters; it changes anything only when "
+                  "DBSCAN finds more clusters than K.", "", *k_binding_markdown(table, cycles, trials)]
+    return lines
+
+
+def front_section(space: dict, objectives: list[dict], cycles: pd.DataFrame, trials: pd.DataFrame,
+                  out: Path) -> list[str]:
+    """The trade-off of a multi-objective search: its Pareto front as a table and a plot."""
+    frame = final_values(cycles, trials, [o["metric"] for o in objectives])
+    if frame.empty:
+        return ["", "## Pareto front", "", "No trial finished all its cycles."]
+    front = pareto_front(frame, objectives)
+    marked = start_point_trials(frame, space.get("search", {}).get("start_points") or [])
+    front.to_csv(out / "pareto_front.csv", index=False)
+    plot_front(frame, front, objectives, marked, out / "pareto_front.png")
+    params = varying_params(frame)
+    return ["", "## Pareto front (final cycle, finished trials)", "",
+            f"{len(front)} of {len(frame)} finished trials are not beaten in every objective by another; "
+            + ("the starred point is " + ", ".join(sorted(set(marked.values()))) + "." if marked else
+               "no start point was evaluated."),
+            "", front_markdown(front, objectives, marked, params), "", "![Pareto front](pareto_front.png)"]
+
+
 def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_storage: str | None = None) -> Path:
     """Write ``<results_dir>/<study_name>/`` (README.md, CSVs, PNGs) and return the README's path."""
     if not study_name or Path(study_name).name != study_name:
@@ -419,55 +480,60 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_s
     results_dir = Path(results_dir).expanduser().resolve()
     client = MlflowClient(tracking_uri)
     parent, children = load_runs(client, study_name, tracking_uri)
+    space = load_space_dict(client, parent)
     cycles = cycle_frame(client, children)
     trials = trial_frame(children, cycles)
     out = results_dir / study_name
     out.mkdir(parents=True, exist_ok=True)
     trials.to_csv(out / "trials.csv", index=False)
-    cycles.merge(trials[["trial", "variant", "direction"]], on="trial").to_csv(out / "cycles.csv", index=False)
+    cycles.merge(trials[["trial", "variant", "direction", "seed"]], on="trial").to_csv(out / "cycles.csv",
+                                                                                     index=False)
 
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = regenerate_command(study_name, results_dir, tracking_uri, optuna_storage)
     statuses = ", ".join(f"{count} {name}" for name, count in trials["outcome"].value_counts().items())
+    seeds = sorted(trials["seed"].dropna().astype(int).unique())
     lines = [
         f"Regenerated by `{command}` on {now} ({machine_line()}).",
         "",
         f"# Study `{study_name}`",
         "",
+        *([f"{space['description']}", ""] if space.get("description") else []),
         f"- MLflow: `{tracking_uri}`, experiment `{study_name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
-        f"- Trials: {len(trials)} ({statuses})",
+        f"- Trials: {len(trials)} ({statuses}); seeds: {', '.join(map(str, seeds)) or 'not logged'}",
         cost_line(parent, children),
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
-        "from that same cycle). Cells with several trials (n>1) are means. Target-domain results in %.",
+        "from that same cycle). Target-domain results in %.",
+        "- A cell is the mean over seeds ± the half-width of its 95% Student-t interval (no ± with one seed); "
+        "Δ is the paired difference over seeds against the row named, marked (n.s.) when its interval "
+        "includes 0. A claim is *reproduced* when that interval lies above 0, *refuted* when below.",
         "- D->M = any direction into a Market-like target (market1501, synthetic_market), M->D the others. "
-        "Paper numbers: docs/method.md section 9 (real Market-1501/DukeMTMC-reID, ResNet-50, full schedule).",
+        "Paper numbers as printed (real Market-1501/DukeMTMC-reID, ResNet-50, full schedule); "
+        "see docs/method.md.",
     ]
-
-    for number, rows in ((1, TABLE1_ROWS), (2, TABLE2_ROWS)):
-        if not trials["variant"].isin(list(rows)).any():
-            continue
-        table = ablation_table(trials, rows)
-        table.to_csv(out / f"table{number}.csv", index=False)
-        title = "ULA class count" if number == 1 else "KD factor mu, on top of CSAM-ReID + ULA(750)"
-        for which in ("final", "best"):
-            lines += ["", f"## Table {number}: {title} ({which} cycle)", "", ablation_markdown(table, which)]
-    if (trials["variant"] == FINAL_VARIANT).any():
-        table = table3(trials)
-        table.to_csv(out / "table3.csv", index=False)
-        lines += ["", "## Table 3: final method against published methods", "", table3_markdown(table)]
+    variant_names = [v["name"] for v in space.get("variants", [])]
+    for table in parse_tables(space.get("tables"), variant_names):
+        lines += table_section(table, trials, cycles, out)
+    objectives = space.get("search", {}).get("objectives") or []
+    if len(objectives) > 1:
+        lines += front_section(space, objectives, cycles, trials, out)
 
     if (trials["cycles"] > 0).any():
         lines += ["", "## Best trials (by final-cycle target mAP)", "", best_trials_markdown(trials)]
-        importances = (importances_from_optuna(study_name, optuna_storage) if optuna_storage
-                       else importances_from_trials(trials))
+        metrics = [o["metric"] for o in objectives] or [OBJECTIVE]
+        importances = (importances_from_optuna(study_name, optuna_storage, metrics) if optuna_storage
+                       else {OBJECTIVE: importances_from_trials(trials)})
+        importances = {k: v for k, v in importances.items() if v}
         if importances:
             source = f"Optuna storage `{optuna_storage}`" if optuna_storage else (
                 f"an in-memory Optuna study of the MLflow runs (objective: final-cycle {OBJECTIVE})")
             plot_importances(importances, out / "importance.png")
+            names = list(next(iter(importances.values())))
             lines += ["", "## Parameter importances", "", f"fANOVA (seed 0) from {source}.", "",
-                      markdown_table(["parameter", "importance"],
-                                     [[name, fmt(value, 3)] for name, value in importances.items()]),
+                      markdown_table(["parameter", *importances],
+                                     [[name, *(fmt(v.get(name), 3) for v in importances.values())]
+                                      for name in names]),
                       "", "![importances](importance.png)"]
 
         plot_cycles(cycles, trials, {OBJECTIVE: "target mAP (%)"}, out / "target_map.png")

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", help="folder holding the datasets (default: the embedded synthetic benchmark)")
     parser.add_argument("--directions", nargs="+", metavar="SRC->TGT", help="replace the space's directions")
     parser.add_argument("--name", help="study name (default: the space's name)")
+    parser.add_argument("--seeds", type=int, metavar="N",
+                        help="repeat every trial of a grid with seeds 0..N-1 (default: the space's seeds)")
     parser.add_argument("--resume", action="store_true", help="continue the study's unfinished and errored trials")
     parser.add_argument("--address", help="Ray cluster: auto or ray://HOST:PORT (default: a local Ray)")
     parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray)")
@@ -56,7 +58,10 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, dict[str, Any]]:
 
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise SpaceError(f"--data-root {args.data_root} is not a folder: pass the folder holding the datasets")
-    space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides))
+    if args.seeds is not None and args.seeds < 1:
+        raise SpaceError(f"--seeds {args.seeds} is out of range: pass the number of seeds, e.g. --seeds 3")
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
+    space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides), seeds)
     if args.data_root is not None:
         for direction in space.directions:
             for name in direction.split("->"):
@@ -183,13 +188,14 @@ def param_space(space: StudySpace, study: dict[str, Any]) -> dict[str, Any]:
     from ray import tune
 
     if space.kind == "grid":
-        variants = [{"name": v.name, "table": v.table, "set": v.set} for v in space.variants]
+        variants = [{"name": v.name, "set": v.set} for v in space.variants]
         return {
             "study": study,
             "direction": tune.grid_search(space.directions),
             "variant": tune.grid_search(variants),
+            "seed": tune.grid_search(space.seeds),
         }
-    out: dict[str, Any] = {"study": study, "direction": space.directions[0]}
+    out: dict[str, Any] = {"study": study, "direction": space.directions[0], "seed": space.seeds[0]}
     for key, dist in space.params.items():
         out[key] = tune_domain(dist)
     return out
@@ -221,7 +227,7 @@ def tune_config(space: StudySpace, paths: dict[str, Any], max_concurrent: int) -
             time_attr="training_iteration",
             metric=settings.metrics[0],
             mode=settings.modes[0],
-            max_t=space.base_config().adapt.cycles + 1,
+            max_t=max_cycles(space) + 1,
             grace_period=space.scheduler.grace_period,
             reduction_factor=space.scheduler.reduction_factor,
         )
@@ -232,6 +238,14 @@ def tune_config(space: StudySpace, paths: dict[str, Any], max_concurrent: int) -
         scheduler=scheduler,
         search_alg=optuna_search(space, paths["name"], paths["optuna_storage"], max_concurrent),
     )
+
+
+def max_cycles(space: StudySpace) -> int:
+    """The most cycles a trial can run: the searched range of adapt.cycles, else the base config's."""
+    dist = space.params.get("adapt.cycles")
+    if dist is None:
+        return space.base_config().adapt.cycles
+    return int(max(dist["values"]) if "values" in dist else dist["high"])
 
 
 def optuna_search(space: StudySpace, study_name: str, storage_url: str, max_concurrent: int) -> Any:
@@ -253,6 +267,8 @@ def optuna_search(space: StudySpace, study_name: str, storage_url: str, max_conc
         sampler=samplers[settings.sampler](seed=settings.seed),
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url),
+        points_to_evaluate=[{k: encode_choice(v) for k, v in point["params"].items()}
+                            for point in settings.start_points] or None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
 
@@ -261,7 +277,7 @@ def progress_reporter(space: StudySpace) -> Any:
     from ray import tune
 
     if space.kind == "grid":
-        parameters = {"direction": "direction", "variant/name": "variant"}
+        parameters = {"direction": "direction", "variant/name": "variant", "seed": "seed"}
     else:
         parameters = {key: key for key in space.params}
     return tune.CLIReporter(
@@ -300,7 +316,9 @@ def space_dict(space: StudySpace) -> dict[str, Any]:
         "path": str(space.path),
         "fixed": space.fixed,
         "directions": space.directions,
-        "variants": [{"name": v.name, "table": v.table, "set": v.set} for v in space.variants],
+        "seeds": space.seeds,
+        "variants": [{"name": v.name, "set": v.set} for v in space.variants],
+        "tables": space.raw_tables,
         "params": space.params,
         "search": vars(space.search),
         "scheduler": vars(space.scheduler),

@@ -17,6 +17,7 @@ import yaml
 
 from reidmodel.config import ConfigError, ExperimentConfig, apply_overrides, preset
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
+from study.tables import Table, TableError, parse_tables
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
 _PACKAGED_SPACES = Path(__file__).resolve().parent / "search_spaces"
@@ -26,10 +27,9 @@ DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->syn
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
 SAMPLERS = ("tpe", "random", "cmaes", "nsgaii")
 SCHEDULERS = ("asha", "none")
-TABLES = (1, 2, "both")
 TOP_LEVEL_KEYS = (
-    "name", "description", "kind", "preset", "fixed", "directions",
-    "variants", "params", "search", "scheduler", "resources",
+    "name", "description", "kind", "preset", "fixed", "directions", "seeds",
+    "variants", "tables", "params", "search", "scheduler", "resources",
 )
 
 
@@ -40,7 +40,6 @@ class SpaceError(ValueError):
 @dataclass
 class Variant:
     name: str
-    table: int | str  # 1, 2 or "both": the paper table(s) the row belongs to
     set: dict[str, Any]
 
 
@@ -53,6 +52,8 @@ class SearchSettings:
     # Multi-objective: [{metric: target_mAP, mode: max}, {metric: source_mAP, mode: max}]
     objectives: list[dict[str, str]] = field(default_factory=list)
     seed: int = 0
+    # Settings evaluated before sampling starts, e.g. the paper default: [{name: ..., params: {key: value}}]
+    start_points: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metrics(self) -> list[str]:
@@ -91,18 +92,21 @@ class StudySpace:
     scheduler: SchedulerSettings
     resources: Resources
     path: Path
+    seeds: list[int] = field(default_factory=lambda: [0])  # runtime.seed of each repeat of every trial
+    tables: list[Table] = field(default_factory=list)
+    raw_tables: list[dict[str, Any]] = field(default_factory=list)  # as written, logged with the study
 
     def base_config(self) -> ExperimentConfig:
         """Preset + fixed overrides: what every trial starts from."""
         return apply_overrides(preset(self.preset), self.fixed)
 
     def trials(self) -> list[dict[str, Any]]:
-        """The grid's trials as (direction, variant) pairs; a search has one entry per direction."""
+        """The grid's trials as (direction, variant, seed); a search has one entry per direction."""
         if self.kind == "search":
-            return [{"direction": d} for d in self.directions]
+            return [{"direction": d, "seed": self.seeds[0]} for d in self.directions]
         return [
-            {"direction": d, "variant": v.name, "table": v.table}
-            for d, v in itertools.product(self.directions, self.variants)
+            {"direction": d, "variant": v.name, "seed": seed}
+            for d, v, seed in itertools.product(self.directions, self.variants, self.seeds)
         ]
 
 
@@ -111,12 +115,13 @@ def load_space(
     data_root: str | Path | None = None,
     directions: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
+    seeds: list[int] | None = None,
 ) -> StudySpace:
     """Load and validate a space: a name of a file in ``search_spaces/`` or a path to a YAML file.
 
-    ``data_root``, ``directions`` and ``overrides`` (the CLI's --data-root, --directions and --set)
-    replace the file's ``data.root`` and ``directions`` and extend ``fixed`` before validation, so a
-    space is checked as it will run.
+    ``data_root``, ``directions``, ``overrides`` and ``seeds`` (the CLI's --data-root, --directions, --set
+    and --seeds) replace the file's ``data.root``, ``directions`` and ``seeds`` and extend ``fixed``
+    before validation, so a space is checked as it will run.
     """
     path = _find(name_or_path)
     try:
@@ -125,7 +130,9 @@ def load_space(
         raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
-    return _parse(raw, path, data_root, directions, overrides or {})
+    space = _parse(raw, path, data_root, directions, overrides or {})
+    space.seeds = _seeds(seeds if seeds is not None else raw.get("seeds"), space, path)
+    return space
 
 
 def available_spaces() -> list[str]:
@@ -189,9 +196,11 @@ def encode_choice(value: Any) -> Any:
 
 
 def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """fixed, then the direction, then the grid variant's set, then the sampled dotted params."""
+    """fixed, then the direction and seed, then the grid variant's set, then the sampled dotted params."""
     overrides = dict(params["study"]["fixed"])
     overrides.update(direction_overrides(params["direction"]))
+    if "seed" in params:
+        overrides["runtime.seed"] = params["seed"]
     if "variant" in params:
         overrides.update(params["variant"]["set"])
     overrides.update({key: value for key, value in params.items() if "." in key})
@@ -260,12 +269,33 @@ def _parse(
         resources=_settings(Resources, raw.get("resources"), path, "resources"),
         path=path,
     )
+    if raw.get("tables") and kind != "grid":
+        raise SpaceError(f"{path}: tables belong to kind: grid (a search reports its best trials instead)")
+    try:
+        space.tables = parse_tables(raw.get("tables"), [v.name for v in space.variants])
+    except TableError as exc:
+        raise SpaceError(f"{path}: {exc}") from exc
+    space.raw_tables = list(raw.get("tables") or [])
     _check_settings(space)
     for trial in space.trials():
         variant = next((v for v in space.variants if v.name == trial.get("variant")), None)
         trial_set = {**direction_overrides(trial["direction"]), **(variant.set if variant else {})}
         check_overrides(base, trial_set, f"{path}: {trial['direction']} {trial.get('variant', '')}".rstrip())
     return space
+
+
+def _seeds(raw: Any, space: StudySpace, path: Path) -> list[int]:
+    """A list of distinct seeds (default: the config's runtime.seed); a search samples on one seed."""
+    if raw is None:
+        return [space.base_config().runtime.seed]
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+        raise SpaceError(f"{path}: seeds must be a non-empty list of integers, e.g. [0, 1, 2] (or --seeds 3)")
+    if len(set(raw)) != len(raw):
+        raise SpaceError(f"{path}: seeds {raw} repeat a value: list each seed once")
+    if space.kind == "search" and len(raw) > 1:
+        raise SpaceError(f"{path}: a search samples on one seed, got {raw}: confirm its best trial on several "
+                         "seeds with python -m study.confirm")
+    return list(raw)
 
 
 def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
@@ -282,19 +312,17 @@ def _variants(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> list[V
             raise SpaceError(f"{path}: variants belong to kind: grid; a search space lists params")
         return []
     if not isinstance(raw, list) or not raw:
-        raise SpaceError(f"{path}: a grid space needs a non-empty list of variants (name, table, set)")
+        raise SpaceError(f"{path}: a grid space needs a non-empty list of variants (name, set)")
     variants: list[Variant] = []
     for index, item in enumerate(raw):
         where = f"{path}: variants[{index}]"
         if not isinstance(item, dict) or "name" not in item:
-            raise SpaceError(f"{where}: each variant is a mapping with name, table and set")
-        unknown = set(item) - {"name", "table", "set"}
+            raise SpaceError(f"{where}: each variant is a mapping with name and set")
+        unknown = set(item) - {"name", "set"}
         if unknown:
-            raise SpaceError(f"{where}: unknown variant key(s) {sorted(unknown)}: use name, table, set")
-        table = item.get("table", "both")
-        if table not in TABLES:
-            raise SpaceError(f"{where}: table {table!r} is not allowed: use 1, 2 or both")
-        variant = Variant(str(item["name"]), table, _mapping(item.get("set"), path, f"variants[{index}].set"))
+            raise SpaceError(f"{where}: unknown variant key(s) {sorted(unknown)}: use name and set "
+                             "(a variant's tables are declared under tables)")
+        variant = Variant(str(item["name"]), _mapping(item.get("set"), path, f"variants[{index}].set"))
         check_overrides(base, variant.set, f"{where} ({variant.name})")
         for other in variants:
             if other.name == variant.name:
@@ -302,7 +330,7 @@ def _variants(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> list[V
             if other.set == variant.set:
                 raise SpaceError(
                     f"{where}: variants {other.name!r} and {variant.name!r} set the same overrides: "
-                    "keep one row and give it table: both"
+                    "keep one and list it in every table that needs it"
                 )
         variants.append(variant)
     return variants
@@ -397,6 +425,14 @@ def _check_settings(space: StudySpace) -> None:
         raise SpaceError(f"{path}: resources need cpus_per_trial >= 1 and gpus_per_trial >= 0")
     if resources.max_concurrent is not None and resources.max_concurrent < 1:
         raise SpaceError(f"{path}: resources.max_concurrent must be >= 1 (or left out for CPUs // cpus_per_trial)")
+    for index, point in enumerate(search.start_points):
+        where = f"{path}: search.start_points[{index}]"
+        if not isinstance(point, dict) or set(point) != {"name", "params"} or not isinstance(point["params"], dict):
+            raise SpaceError(f"{where}: write it as {{name: NAME, params: {{key: value, ...}}}}")
+        if set(point["params"]) != set(space.params):
+            missing, extra = sorted(set(space.params) - set(point["params"])), sorted(set(point["params"]) - set(space.params))
+            raise SpaceError(f"{where}: give a value for every searched key (missing {missing}, not searched {extra})")
+        check_overrides(space.base_config(), point["params"], where)
     if space.kind == "search" and len(space.directions) != 1:
         raise SpaceError(
             f"{path}: a search tunes one direction at a time, got {len(space.directions)}: "

@@ -19,6 +19,8 @@ from pathlib import Path
 
 # Nothing of ours talks to the outside by default: MLflow 3 would otherwise send usage telemetry.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Reports read small artifacts (the space, a trial's config.yaml): no progress bars on stderr.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402

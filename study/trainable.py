@@ -21,9 +21,10 @@ from study.tracking import TrialTracker, close_trial_run
 
 def trial_tags(params: dict[str, Any]) -> dict[str, str]:
     study = params["study"]
-    tags = {"study": study["name"], "space": study["space"], "direction": params["direction"]}
+    tags = {"study": study["name"], "space": study["space"], "direction": params["direction"],
+            "seed": str(params.get("seed", ""))}
     if "variant" in params:
-        tags.update(variant=params["variant"]["name"], table=str(params["variant"]["table"]))
+        tags["variant"] = params["variant"]["name"]
     return tags
 
 

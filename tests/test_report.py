@@ -1,5 +1,6 @@
 import math
 import os
+import re
 
 import optuna
 import pandas as pd
@@ -13,16 +14,18 @@ from study.tracking import StudyTracker, TrialTracker, default_tracking_uri  # n
 VARIANTS = ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
             "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)", "ULA(750)+KD(0.7)"]
 DIRECTIONS = {"D->M": "synthetic_duke->synthetic_market", "M->D": "market1501->dukemtmc"}
+T95_1DF = 12.706204736  # Student t, 97.5% quantile, 1 degree of freedom (two seeds)
 
 
-def cycle_metrics(index: int, cycle: int) -> dict:
-    """Target mAP peaks at cycle 1 and falls at cycle 2, so final and best differ."""
-    target_map = 10.0 + index + (0.0, 8.5, 4.25)[cycle]
+def cycle_metrics(index: int, seed: int, cycle: int, requested: float) -> dict:
+    """Target mAP peaks at cycle 1 and falls at cycle 2, so final and best differ; seed 1 adds 1 + index % 3."""
+    target_map = 10.0 + index + (0.0, 8.5, 4.25)[cycle] + seed * (1 + index % 3)
     return {
         "cycle": cycle, "epoch": 5 * cycle, "target_mAP": target_map, "target_R1": target_map + 10.0,
         "target_R5": target_map + 20.0, "target_R10": target_map + 25.0, "target_mINP": target_map / 2,
         "source_mAP": 60.0, "source_R1": 80.0,
         "ula_num_clusters": math.nan if cycle == 0 else 40.0 + cycle,
+        "ula_requested_classes": math.nan if cycle == 0 else requested,
         "ula_num_labelled": math.nan if cycle == 0 else 100.0 * cycle + index,
         "ula_precision": math.nan if cycle == 0 else 0.5 + 0.125 * cycle,
         "ula_degenerate": math.nan if cycle == 0 else 0.0,
@@ -32,26 +35,37 @@ def cycle_metrics(index: int, cycle: int) -> dict:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A study shaped like a real ablation: every table row in both directions, three cycles each, plus a
-    second seed of the Baseline D->M cell."""
+    """The real ablation space on two seeds: every variant in both directions, three cycles each. K is 30
+    (below the 41-42 clusters) except for ULA(850), whose K of 45 never binds."""
+    from study.run import space_dict
+    from study.spaces import load_space
+
     results = tmp_path_factory.mktemp("results")
     uri = default_tracking_uri(results)
-    parent_id = StudyTracker(uri, "ablation").start({"variants": VARIANTS}, {"samples": 1}, resume=False)
-    trials = []
+    space = space_dict(load_space("ablation", seeds=[0, 1]))
+    parent_id = StudyTracker(uri, "ablation").start(space, {"samples": 1}, resume=False)
+    trials = {}
     for index, (variant, column) in enumerate((v, c) for v in VARIANTS for c in DIRECTIONS):
-        trials.append((f"trial_{index:02d}", variant, column, index))
-    trials.append(("trial_seed1", "Baseline", "D->M", 40))
-    for name, variant, column, index in trials:
-        tracker = TrialTracker(uri, parent_id, name, "ablation")
-        num_classes = 750 if "750" in variant else 700 if "700" in variant else 0
-        tracker.start({"ula": {"num_classes": num_classes}, "kd": {"mu": 0.5 if "KD" in variant else 0.0},
-                       "seed": 1 if name == "trial_seed1" else 0},
-                      {"variant": variant, "direction": DIRECTIONS[column], "cache_hit": index > 0})
-        for cycle in range(3):
-            tracker.log_cycle(cycle_metrics(index, cycle))
-        tracker.end()
+        for seed in (0, 1):
+            name = f"trial_{index:02d}_s{seed}"
+            trials[name] = (variant, column, index, seed)
+            tracker = TrialTracker(uri, parent_id, name, "ablation")
+            tracker.start({"ula": {"num_classes": index % 4}, "kd": {"mu": 0.5 if "KD" in variant else 0.0}},
+                          {"variant": variant, "direction": DIRECTIONS[column], "seed": seed})
+            for cycle in range(3):
+                tracker.log_cycle(cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0))
+            tracker.end()
     readme = report.write_report("ablation", results, uri)
-    return results, readme, {name: (variant, column, index) for name, variant, column, index in trials}
+    return results, readme, trials
+
+
+def squash(text: str) -> str:
+    """Markdown tables pad their cells; compare with single spaces."""
+    return re.sub(r" +", " ", text)
+
+
+def final_map(index: int, seed: int) -> float:
+    return 10.0 + index + 4.25 + seed * (1 + index % 3)
 
 
 def test_outputs_exist(study):
@@ -68,37 +82,47 @@ def test_outputs_exist(study):
 def test_trials_and_cycles_csv(study):
     results, _, trials = study
     frame = pd.read_csv(results / "ablation" / "trials.csv").set_index("trial")
-    assert len(frame) == len(trials)
-    row = frame.loc["trial_03"]  # CSAM-ReID, M->D, index 3
-    assert row["variant"] == "CSAM-ReID" and row["column"] == "M->D"
-    assert row["final_cycle"] == 2 and row["final_target_mAP"] == pytest.approx(13.0 + 4.25)
-    assert row["best_cycle"] == 1 and row["best_target_mAP"] == pytest.approx(13.0 + 8.5)
-    assert row["best_target_R1"] == pytest.approx(23.0 + 8.5)
-    assert row["params.ula.num_classes"] == 0
+    assert len(frame) == len(trials) == 40
+    row = frame.loc["trial_03_s1"]  # CSAM-ReID, M->D, index 3, seed 1
+    assert row["variant"] == "CSAM-ReID" and row["column"] == "M->D" and row["seed"] == 1
+    assert row["final_cycle"] == 2 and row["final_target_mAP"] == pytest.approx(final_map(3, 1))
+    assert row["best_cycle"] == 1 and row["best_target_mAP"] == pytest.approx(final_map(3, 1) + 4.25)
+    assert row["params.ula.num_classes"] == 3
 
     cycles = pd.read_csv(results / "ablation" / "cycles.csv")
     assert len(cycles) == 3 * len(trials)
-    one = cycles[cycles["trial"] == "trial_03"].set_index("cycle")
+    one = cycles[cycles["trial"] == "trial_03_s0"].set_index("cycle")
     assert math.isnan(one.loc[0, "ula_precision"]) and one.loc[2, "ula_precision"] == 0.75
-    assert one.loc[1, "ula_num_labelled"] == 103.0 and one.loc[2, "target_R10"] == pytest.approx(13.0 + 4.25 + 25)
 
 
-def test_table1_values_and_markdown(study):
+def test_cells_are_means_with_t_intervals_and_paired_differences(study):
+    """Hand computation: ULA(750) D->M is index 6, ULA(700) D->M index 4; two seeds each."""
     results, readme, _ = study
     table = pd.read_csv(results / "ablation" / "table1.csv").set_index("variant")
-    assert list(table.index) == ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)"]
-    # Baseline D->M: trial_00 (index 0) and trial_seed1 (index 40) averaged
-    assert table.loc["Baseline", "D->M n"] == 2
-    assert table.loc["Baseline", "D->M mAP final"] == pytest.approx(10.0 + 20.0 + 4.25)
-    assert table.loc["ULA(750)", "M->D R1 best"] == pytest.approx(10.0 + 7 + 8.5 + 10.0)
-    assert table.loc["ULA(750)", "M->D R1 paper"] == 54.7
+    ula750 = [final_map(6, 0), final_map(6, 1)]  # 20.25, 21.25
+    ula700 = [final_map(4, 0), final_map(4, 1)]  # 18.25, 20.25
+    mean = sum(ula750) / 2
+    half_width = T95_1DF * abs(ula750[1] - ula750[0]) / 2  # t * sd / sqrt(2), sd = |a - b| / sqrt(2)
+    assert table.loc["ULA(750)", "D->M mAP mean"] == pytest.approx(mean)
+    assert table.loc["ULA(750)", "D->M mAP ci95"] == pytest.approx(half_width)
+    assert table.loc["ULA(750)", "D->M mAP n"] == 2
+    assert table.loc["ULA(750)", "D->M mAP paper"] == 32.0
+    diffs = [a - b for a, b in zip(ula750, ula700, strict=True)]  # 2.0, 1.0
+    assert table.loc["ULA(750)", "D->M diff mean"] == pytest.approx(sum(diffs) / 2)
+    assert table.loc["ULA(750)", "D->M diff ci95"] == pytest.approx(T95_1DF * abs(diffs[0] - diffs[1]) / 2)
 
-    text = readme.read_text()
-    # final: ULA(750) D->M is index 6 -> mAP 20.25, R1 30.25; M->D index 7 -> 21.25 / 31.25
-    assert "| + ULA(750) | 30.2 | 48.2 | 20.2 | 32.0 | 31.2 | 54.7 | 21.2 | 35.1 |" in text
-    # best cycle: +8.5 instead of +4.25
-    assert "| + ULA(750) | 34.5 | 48.2 | 24.5 | 32.0 | 35.5 | 54.7 | 25.5 | 35.1 |" in text
-    assert "| Baseline (ResNet50) | 44.2 (n=2) | 27.2 | 34.2 (n=2) | 14.5 |" in text
+    text = squash(readme.read_text())
+    row = next(line for line in text.splitlines() if line.startswith("| + ULA(750) "))
+    assert "| 20.8 ± 6.4 |" in row and "+1.5 ± 6.4 (n.s.) vs ULA(700)" in row
+    assert "- K = 750 beats K = 700: D->M: **not significant**, +1.5 ± 6.4 mAP (n=2)" in text
+
+
+def test_k_binding_is_shown_per_row(study):
+    _, readme, _ = study
+    section = squash(readme.read_text()).split("### Does K bind? (table1)")[1].split("##")[0]
+    assert "- + ULA(750), D->M: K bound in 4 of 4 cycles (2 trials)" in section
+    assert "- + ULA(850), M->D: K bound in 0 of 4 cycles (2 trials) — **K did not bind in every cycle**" in section
+    assert "| + ULA(850) | D->M | 1 | 41-41 | 45 |" in section
 
 
 def test_table2_and_table3(study):
@@ -106,28 +130,26 @@ def test_table2_and_table3(study):
     table2 = pd.read_csv(results / "ablation" / "table2.csv").set_index("variant")
     assert list(table2.index) == ["ULA(750)", "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)",
                                   "ULA(750)+KD(0.7)"]
-    assert table2.loc["ULA(750)+KD(0.3)", "D->M mAP final"] == pytest.approx(10.0 + 14 + 4.25)
-    table3 = pd.read_csv(results / "ablation" / "table3.csv").set_index("method")
-    ours = table3.loc["ours, ULA(750)+KD(0.5), final cycle"]  # D->M index 16, M->D index 17
-    assert ours["D->M R5"] == pytest.approx(26.0 + 4.25 + 20) and ours["M->D mAP"] == pytest.approx(27.0 + 4.25)
-    assert table3.loc["PTGAN", "D->M R5"] != table3.loc["PTGAN", "D->M R5"]  # "-" in the paper -> NaN
-    text = readme.read_text()
-    assert "| + KD(0.5) | 40.2 | 48.6 | 30.2 | 33.1 | 41.2 | 56.5 | 31.2 | 36.1 |" in text
-    assert "| ours, ULA(750)+KD(0.5), best cycle | 44.5 | 54.5 | 59.5 | 34.5 | 45.5 | 55.5 | 60.5 | 35.5 |" in text
-    assert "| PTGAN | 27.4 | – | 50.7 | – |" in text
+    table3 = pd.read_csv(results / "ablation" / "table3.csv").set_index("label")
+    ours = table3.loc["ours: CSAM-ReID + ULA(750) + KD(0.5)"]  # D->M index 16
+    assert ours["D->M R5 mean"] == pytest.approx((final_map(16, 0) + final_map(16, 1)) / 2 + 20)
+    assert math.isnan(table3.loc["PTGAN", "D->M R5 paper"])  # "-" in the paper
+    text = squash(readme.read_text())
+    assert "| PTGAN | | | 27.4 | | – | | 50.7 | | – |" in text  # other methods: the paper's values only
+    assert "- KD(0.5) improves on ULA(750) alone: D->M:" in text
 
 
 def test_search_sections(study):
     _, readme, _ = study
-    text = readme.read_text()
+    text = squash(readme.read_text())
     best = text.split("## Best trials")[1].split("##")[0]
-    assert best.index("trial_seed1") < best.index("trial_19")  # index 40 beats index 19
-    assert "| trial_seed1 | Baseline | synthetic_duke->synthetic_market | finished | 2 | 54.2 | 64.2 | 58.5 (1) |" in best
+    assert best.index("trial_19_s1") < best.index("trial_19_s0")  # seed 1 adds 1 + 19 % 3
+    assert f"| trial_19_s1 | ULA(750)+KD(0.7) | market1501->dukemtmc | finished | 2 | {final_map(19, 1):.1f} |" in best
     importance = text.split("## Parameter importances")[1].split("##")[0]
-    assert "ula.num_classes" in importance and "kd.mu" in importance and "seed" in importance
+    assert "ula.num_classes" in importance and "kd.mu" in importance
     ula = text.split("## ULA diagnostics per trial")[1]
-    assert "<summary>CSAM-ReID (trial_03)</summary>" in ula
-    assert "| 2 | 42 | 203 | 0.750 | 0 | 17.2 |" in ula
+    assert "<summary>CSAM-ReID (trial_03_s0)</summary>" in ula
+    assert "| 2 | 42 | 30 | 203 | 0.750 | 0 | 17.2 |" in ula
 
 
 def test_importances_pick_the_parameter_that_matters():
@@ -147,10 +169,10 @@ def test_importances_from_optuna_storage(tmp_path):
         study.enqueue_trial({"ula.eps": eps, "noise": noise})
     study.optimize(lambda t: 100 * t.suggest_float("ula.eps", 0.5, 0.9) + 0 * t.suggest_int("noise", 0, 1),
                    n_trials=5)
-    importances = report.importances_from_optuna("search", storage)
+    importances = report.importances_from_optuna("search", storage, ["target_mAP"])["target_mAP"]
     assert importances["ula.eps"] > importances["noise"]
     with pytest.raises(ValueError, match="has no study 'other'"):
-        report.importances_from_optuna("other", storage)
+        report.importances_from_optuna("other", storage, ["target_mAP"])
 
 
 def json_number(value: float) -> str:

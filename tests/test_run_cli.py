@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
         (["--space", "smoke", "--cpus-per-trial", "0"], "--cpus-per-trial 0 is out of range"),
         (["--space", "smoke", "--name", "a/b"], "--name 'a/b' is not a folder name"),
         (["--space", "smoke", "--resume"], "--resume: no study 'smoke'"),
+        (["--space", "smoke", "--seeds", "0"], "--seeds 0 is out of range"),
+        (["--space", "hpo", "--seeds", "2"], "a search samples on one seed"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):
@@ -60,3 +62,13 @@ def test_module_entry_point_exits_2_without_starting_ray(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == "error: --set: unknown config key 'adapt.cycels': did you mean adapt.cycles?\n"
     assert proc.stdout == ""
+
+
+def test_a_table_naming_a_missing_variant_fails_before_ray_starts(tmp_path, capsys):
+    smoke = (REPO / "search_spaces" / "smoke.yaml").read_text()
+    space = tmp_path / "bad_table.yaml"
+    space.write_text(smoke.replace("{variant: ULA+KD(0.5), label", "{variant: ULA+KD(0.9), label"))
+    assert main(["--space", str(space), "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "variant 'ULA+KD(0.9)' is not in this space's variants" in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()

@@ -1,5 +1,6 @@
 """Search-space validation: each bad file fails with one line naming the file and the fix."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,13 @@ from study.spaces import (
     trial_overrides,
 )
 
+REPO = Path(__file__).resolve().parent.parent
 GRID = """
 kind: grid
 preset: cpu
 variants:
-  - {name: a, table: 1, set: {kd.mu: 0.1}}
+  - {name: a, set: {kd.mu: 0.1}}
+  - {name: b, set: {kd.mu: 0.2}}
 """
 
 
@@ -48,9 +51,9 @@ def search(params: str, extra: str = "") -> str:
         (GRID + "sheduler: {type: asha}\n", "unknown top-level key 'sheduler': did you mean scheduler?"),
         (GRID + "search: {sampler: grid}\n", "search.sampler 'grid' is not allowed: use one of tpe, random"),
         (GRID + "scheduler: {type: hyperband}\n", "scheduler.type 'hyperband' is not allowed"),
-        (GRID + "  - {name: b, table: both, set: {kd.mu: 0.1}}\n", "set the same overrides: keep one row"),
-        (GRID + "  - {name: a, table: 2, set: {kd.mu: 0.3}}\n", "variant name 'a' is used twice"),
-        (GRID.replace("table: 1", "table: 3"), "table 3 is not allowed: use 1, 2 or both"),
+        (GRID + "  - {name: c, set: {kd.mu: 0.1}}\n", "set the same overrides: keep one"),
+        (GRID + "  - {name: a, set: {kd.mu: 0.3}}\n", "variant name 'a' is used twice"),
+        (GRID.replace("{name: a, set", "{name: a, table: 1, set"), "unknown variant key(s) ['table']"),
         (search("  kd.mu: {type: uniform, low: 0.1, high: 0.9}").replace(
             "directions: [synthetic_duke->synthetic_market]\n", ""), "a search tunes one direction at a time"),
     ],
@@ -103,10 +106,11 @@ def test_ablation_has_every_paper_row_once_in_both_directions():
     trials = space.trials()
     assert len(trials) == 10 * 2
     assert {t["direction"] for t in trials} == {"synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke"}
-    tables = {v.name: v.table for v in space.variants}
-    assert tables["ULA(750)"] == "both"
-    assert sum(t in (1, "both") for t in tables.values()) == 6  # Table 1 rows
-    assert sum(t in (2, "both") for t in tables.values()) == 5  # Table 2 rows
+    tables = {t.id: [row.variant for row in t.rows] for t in space.tables}
+    assert tables["table1"] == names[:6] and tables["table2"] == names[3:4] + names[6:]
+    assert tables["table3"] == ["ULA(750)+KD(0.5)"]
+    references = {row.variant: row.reference for row in space.tables[1].rows}
+    assert set(references.values()) == {None, "ULA(750)"}  # Table 2 compares every KD row with no-KD
 
     def config(name):
         variant = next(v for v in space.variants if v.name == name)
@@ -131,9 +135,13 @@ def test_hpo_is_an_optuna_search_with_asha():
     space = load_space("hpo")
     assert space.kind == "search" and space.search.sampler == "tpe" and space.scheduler.type == "asha"
     assert set(space.params) == {
-        "ula.eps", "ula.similarity_threshold", "loss.center_weight", "kd.mu", "ula.class_ratio", "model.attention",
+        "ula.eps", "ula.min_samples", "ula.similarity_threshold", "loss.center_weight", "kd.mu", "ula.class_ratio",
+        "model.attention", "adapt.cycles", "adapt.cycle_epochs", "adapt.lr",
     }
-    assert 10 <= space.search.num_samples <= 16
+    assert space.search.num_samples >= 40  # enough for TPE to leave its random start-up
+    # Pre-training-side settings stay discrete, so the cache serves repeats.
+    assert space.params["model.attention"]["type"] == space.params["loss.center_weight"]["type"] == "choice"
+    assert space.search.start_points[0]["name"] == "paper default"
     assert space.search.metrics == ["target_mAP"] and space.search.modes == ["max"]
     assert space.base_config().ula.eps_mode == "fixed"  # otherwise ula.eps would not matter
     assert encode_choice(["conv3", "conv5"]) == "conv3+conv5"
@@ -166,3 +174,50 @@ def test_trial_overrides_apply_fixed_then_direction_then_variant_then_sampled():
     }
     config = trial_config(params)
     assert config.model.attention == ["conv4", "conv5"] and config.kd.mu == 0.7 and config.ula.eps == 0.9
+
+
+TABLES = """tables:
+  - id: t
+    title: T
+    rows:
+      - {variant: a, label: A}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GRID + TABLES.replace("variant: a,", "variant: nope,"), "variant 'nope' is not in this space's variants"),
+        (GRID + TABLES.replace("label: A}", "label: A, reference: zz}"), "refers to 'zz', which is not a variant"),
+        (GRID + TABLES + "    claims:\n      - {text: x, variant: a, over: z}\n", "over 'z' is not a variant"),
+        (GRID + TABLES.replace("title: T", "title: T\n    metrics: [mAPP]"), "metrics ['mAPP'] must be"),
+        (GRID + "seeds: [0, 0]\n", "seeds [0, 0] repeat a value"),
+        (GRID + "seeds: 3\n", "seeds must be a non-empty list of integers"),
+    ],
+)
+def test_bad_tables_and_seeds_are_one_line_errors(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        load_space(path)
+
+
+def test_seeds_repeat_every_grid_trial_and_drive_the_config(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(GRID + "seeds: [3, 4]\n")
+    space = load_space(path)
+    trials = [(t["direction"], t["variant"], t["seed"]) for t in space.trials()]
+    assert len(trials) == len(set(trials)) == 2 * 2 * 2  # directions x variants x seeds
+    assert {seed for *_, seed in trials} == {3, 4}
+    assert load_space(path, seeds=[0, 1, 2]).seeds == [0, 1, 2]
+    params = {"study": {"preset": space.preset, "fixed": space.fixed}, "direction": space.directions[0],
+              "seed": 4, "variant": {"set": space.variants[0].set}}
+    assert trial_config(params).runtime.seed == 4
+
+
+def test_a_search_samples_on_one_seed(tmp_path):
+    path = tmp_path / "space.yaml"
+    hpo = (REPO / "search_spaces" / "hpo.yaml").read_text()
+    path.write_text(hpo + "seeds: [0, 1]\n")
+    with pytest.raises(SpaceError, match="a search samples on one seed"):
+        load_space(path)

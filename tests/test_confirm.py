@@ -1,0 +1,79 @@
+"""study.confirm end to end on tiny data: a finished search's best trial retrained on fresh seeds."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("confirm")
+    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space = {
+        "name": "tiny_search", "kind": "search", "preset": "cpu", "directions": smoke["directions"],
+        "fixed": smoke["fixed"],
+        "params": {"kd.mu": {"type": "choice", "values": [0.2, 0.9]}},
+        "search": {"sampler": "random", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+    }
+    (tmp / "tiny_search.yaml").write_text(yaml.safe_dump(space))
+    results = tmp / "results"
+    search = run("study.run", "--space", str(tmp / "tiny_search.yaml"), "--results-dir", str(results))
+    assert search.returncode == 0, search.stderr[-3000:]
+    proc = run("study.confirm", "--study", "tiny_search", "--seeds", "2", "--results-dir", str(results))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return results
+
+
+def test_best_trial_is_retrained_on_fresh_seeds_under_a_new_parent(confirmed):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{confirmed / 'mlflow.db'}")
+    search = client.get_experiment_by_name("tiny_search")
+    searched = [r for r in client.search_runs([search.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    best = max(searched, key=lambda r: r.data.metrics["target_mAP"])
+
+    experiment = client.get_experiment_by_name("tiny_search-confirm")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("study.role") == "parent"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 6
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.tags["seed"] for r in children} == {"100", "101"}  # the search ran on seed 0
+    by_variant = {}
+    for child in children:
+        by_variant.setdefault(child.data.tags["variant"], []).append(child)
+        assert child.info.status == "FINISHED"
+    assert set(by_variant) == {"paper default", "searched best", "supervised on target"}
+    for child in by_variant["searched best"]:
+        assert child.data.params["kd.mu"] == best.data.params["kd.mu"]
+        assert child.data.params["data.source"] == "synthetic_duke"
+    for child in by_variant["paper default"]:
+        assert child.data.params["kd.mu"] == "0.5" and child.data.params["ula.k1"] == "10"
+    for child in by_variant["supervised on target"]:
+        assert child.data.params["data.source"] == child.data.params["data.target"] == "synthetic_market"
+
+
+def test_confirmation_report_has_the_table_and_the_goal(confirmed):
+    text = (confirmed / "tiny_search-confirm" / "README.md").read_text()
+    assert "Confirmation of tiny_search on fresh seeds" in text
+    assert "The searched setting beats the paper default (by more than 10 mAP)" in text
+    assert (confirmed / "spaces" / "tiny_search-confirm.yaml").is_file()
+
+
+def test_a_grid_study_cannot_be_confirmed(confirmed):
+    proc = run("study.confirm", "--study", "tiny_search-confirm", "--results-dir", str(confirmed))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: study 'tiny_search-confirm' is a grid study: confirm a search study"]
