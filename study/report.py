@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
 from study import tables
+from study.spaces import table_column
 from study.tables import Table, parse_tables
 from study.tracking import (
     HISTORY_PREFIX,
@@ -43,7 +44,6 @@ from study.tracking import (
 )
 
 DIRECTIONS = ("D->M", "M->D")
-MARKET_LIKE = ("market1501", "synthetic_market")
 OBJECTIVE = "target_mAP"
 RANKS = ("R1", "R5", "R10", "mAP")
 ULA_COLUMNS = {"ula_num_clusters": "clusters", "ula_requested_classes": "K", "ula_num_classes": "classes",
@@ -52,14 +52,6 @@ ULA_COLUMNS = {"ula_num_clusters": "clusters", "ula_requested_classes": "K", "ul
                "target_mAP": "target mAP"}
 ULA_DIGITS = {"ula_num_clusters": 0, "ula_requested_classes": 0, "ula_num_classes": 0, "ula_num_labelled": 0,
               "ula_degenerate": 0, "target_mAP": 1}  # the fractions get 3 digits
-
-
-def table_column(direction: str | None) -> str | None:
-    """D->M is any direction into a Market-like target, M->D any other; None when the tag is malformed."""
-    parts = (direction or "").split("->")
-    if len(parts) != 2 or not all(parts):
-        return None
-    return "D->M" if parts[1] in MARKET_LIKE else "M->D"
 
 
 def fmt(value, digits: int = 1) -> str:
@@ -379,6 +371,28 @@ def plot_cycles(cycles: pd.DataFrame, trials: pd.DataFrame, keys: dict[str, str]
     figure.savefig(path, dpi=110)
 
 
+def plot_history(trials: pd.DataFrame, path: Path) -> None:
+    """A search's course: each trial's final target mAP in start order (hollow: stopped early) and the best
+    value of the finished trials so far."""
+    done = trials[trials["cycles"] > 0].reset_index(drop=True)
+    finished = done["outcome"] == "finished"
+    figure = Figure(figsize=(8, 4.5), layout="tight")
+    axis = figure.subplots()
+    number = done.index + 1
+    axis.scatter(number[finished], done.loc[finished, f"final_{OBJECTIVE}"], color="tab:blue", s=22,
+                 label="finished trial (final cycle)")
+    axis.scatter(number[~finished], done.loc[~finished, f"final_{OBJECTIVE}"], facecolors="none",
+                 edgecolors="tab:gray", s=22, label="stopped early (last cycle reached)")
+    best = done[f"final_{OBJECTIVE}"].where(finished).cummax()
+    axis.step(number, best, where="post", color="tab:red", label="best finished so far")
+    axis.set_xlabel("trial (start order)")
+    axis.set_ylabel("target mAP (%)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+
+
 def plot_importances(importances: dict[str, dict[str, float]], path: Path) -> None:
     """One panel per objective."""
     figure = Figure(figsize=(7 * len(importances), 0.4 * max(map(len, importances.values())) + 1.5),
@@ -521,6 +535,9 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_s
 
     if (trials["cycles"] > 0).any():
         lines += ["", "## Best trials (by final-cycle target mAP)", "", best_trials_markdown(trials)]
+        if space.get("kind") == "search":
+            plot_history(trials, out / "history.png")
+            lines += ["", "![search history](history.png)"]
         metrics = [o["metric"] for o in objectives] or [OBJECTIVE]
         importances = (importances_from_optuna(study_name, optuna_storage, metrics) if optuna_storage
                        else {OBJECTIVE: importances_from_trials(trials)})

@@ -284,6 +284,7 @@ def progress_reporter(space: StudySpace) -> Any:
         parameter_columns=parameters,
         metric_columns={"cycle": "cycle", "target_mAP": "mAP", "target_R1": "R1"},
         max_report_frequency=30,
+        max_column_length=34,  # synthetic_duke->synthetic_market in full
     )
 
 
@@ -311,6 +312,7 @@ def space_dict(space: StudySpace) -> dict[str, Any]:
     """The space as logged on the parent run."""
     return {
         "name": space.name,
+        "description": space.description,
         "kind": space.kind,
         "preset": space.preset,
         "path": str(space.path),

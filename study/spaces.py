@@ -23,6 +23,7 @@ from study.tables import Table, TableError, parse_tables
 _PACKAGED_SPACES = Path(__file__).resolve().parent / "search_spaces"
 SPACES_DIR = _PACKAGED_SPACES if _PACKAGED_SPACES.is_dir() else _PACKAGED_SPACES.parent.parent / "search_spaces"
 REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
+MARKET_LIKE = ("market1501", "synthetic_market")  # targets of the paper's D->M column
 DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
 SAMPLERS = ("tpe", "random", "cmaes", "nsgaii")
@@ -164,6 +165,23 @@ def known_datasets(data_root: str | Path | None) -> list[str]:
     root = Path(data_root).expanduser()
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     return list(dict.fromkeys([*REAL_DATASETS, *folders]))
+
+
+def table_column(direction: str | None) -> str | None:
+    """The paper's column: D->M is any direction into a Market-like target, M->D any other; None when the
+    direction is malformed."""
+    parts = [p.strip() for p in (direction or "").split("->")]
+    if len(parts) != 2 or not all(parts):
+        return None
+    return "D->M" if parts[1] in MARKET_LIKE else "M->D"
+
+
+def trial_label(params: dict[str, Any]) -> str:
+    """What a trial is, for the MLflow runs table: variant or sampled values, paper column, seed."""
+    what = params["variant"]["name"] if "variant" in params else ", ".join(
+        f"{key.rsplit('.', 1)[-1]}={value:.3g}" if isinstance(value, float) else f"{key.rsplit('.', 1)[-1]}={value}"
+        for key, value in sorted(params.items()) if "." in key)
+    return f"{what} | {table_column(params['direction']) or params['direction']} | seed {params.get('seed', '?')}"
 
 
 def direction_overrides(direction: str) -> dict[str, str]:

@@ -38,6 +38,7 @@ TAG_ROLE = "study.role"  # "parent" or "trial"
 TAG_TRIAL = "trial_name"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_HISTORY_ROWS = "history_rows_logged"
+NOTE = "mlflow.note.content"  # MLflow's description field
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
 
@@ -148,8 +149,11 @@ class StudyTracker:
             self.run_id = parents[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             return self.run_id
+        description = space_dict.get("description") or ""
+        if description:  # shown by the MLflow UI on the experiment's and the run's page
+            self.client.set_experiment_tag(experiment_id, NOTE, description)
         run = self.client.create_run(experiment_id, run_name=self.study_name,
-                                     tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent"})
+                                     tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent", NOTE: description})
         self.run_id = run.info.run_id
         params = {f"space.{k}": v for k, v in flatten(space_dict).items()}
         params.update({f"cli.{k}": v for k, v in flatten(cli_args).items()})
@@ -207,8 +211,9 @@ class TrialTracker:
         self.run_id: str | None = None
         self._logged_cycles: set[int] = set()
 
-    def start(self, params: dict, tags: dict) -> None:
-        """Open the child run, or continue the one this trial opened before a restart."""
+    def start(self, params: dict, tags: dict, run_name: str | None = None) -> None:
+        """Open the child run (named ``run_name``, default the trial name), or continue the one this trial
+        opened before a restart."""
         experiment_id = find_experiment_id(self.client, self.study_name, self.tracking_uri, create=False)
         if "'" in self.trial_name:
             raise ValueError(f"trial name {self.trial_name!r} contains a quote, which MLflow search filters "
@@ -225,7 +230,7 @@ class TrialTracker:
             logged_params = run.data.params
             self._logged_cycles = {int(m.step) for m in self.client.get_metric_history(self.run_id, "cycle")}
         else:
-            run = self.client.create_run(experiment_id, run_name=self.trial_name, tags={
+            run = self.client.create_run(experiment_id, run_name=run_name or self.trial_name, tags={
                 TAG_PARENT: self.parent_run_id, TAG_TRIAL: self.trial_name, TAG_STUDY: self.study_name,
                 TAG_ROLE: "trial", "git_commit": git_commit() or "unknown"})
             self.run_id = run.info.run_id

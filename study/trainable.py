@@ -15,7 +15,7 @@ from ray import tune
 
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
-from study.spaces import trial_config
+from study.spaces import trial_config, trial_label
 from study.tracking import TrialTracker, close_trial_run
 
 
@@ -42,7 +42,7 @@ def train_trial(params: dict[str, Any]) -> None:
     tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
     tracker.start(config.flat(), {**trial_tags(params), "pretrain_cache": "hit" if cache_hit else "miss",
                                   "pretrain_key": source_checkpoint.stem,
-                                  "trial_id": context.get_trial_id()})
+                                  "trial_id": context.get_trial_id()}, run_name=trial_label(params))
 
     # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.

@@ -9,6 +9,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from study import report  # noqa: E402
+from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialTracker, default_tracking_uri  # noqa: E402
 
 VARIANTS = ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
@@ -193,10 +194,10 @@ def test_cli_and_errors(study, capsys):
 
 
 def test_table_column():
-    assert report.table_column("dukemtmc->market1501") == "D->M"
-    assert report.table_column("msmt17->synthetic_market") == "D->M"
-    assert report.table_column("market1501->dukemtmc") == "M->D"
-    assert report.table_column("market1501") is None and report.table_column(None) is None
+    assert table_column("dukemtmc->market1501") == "D->M"
+    assert table_column("msmt17->synthetic_market") == "D->M"
+    assert table_column("market1501->dukemtmc") == "M->D"
+    assert table_column("market1501") is None and table_column(None) is None
 
 
 def test_no_importances_when_the_objective_does_not_vary():

@@ -45,3 +45,40 @@ def test_tiny_search_fills_the_optuna_storage_and_the_report(tmp_path):
         assert 0.2 <= trial.params["kd.mu"] <= 0.8
         assert 0 <= trial.value <= 100
     assert "Best trials" in (results / "tiny_search" / "README.md").read_text()
+
+
+def test_multi_objective_search_reports_its_pareto_front(tmp_path):
+    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space = {
+        "name": "tiny_mo", "kind": "search", "preset": "cpu", "directions": smoke["directions"],
+        "fixed": smoke["fixed"],
+        "params": {"kd.mu": {"type": "uniform", "low": 0.1, "high": 1.0},
+                   "adapt.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+        "search": {"sampler": "tpe", "num_samples": 4, "seed": 0,
+                   "objectives": [{"metric": "target_mAP", "mode": "max"}, {"metric": "source_mAP", "mode": "max"}],
+                   "start_points": [{"name": "paper default", "params": {"kd.mu": 0.5, "adapt.lr": 3.5e-5}}]},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+    }
+    space_file = tmp_path / "tiny_mo.yaml"
+    space_file.write_text(yaml.safe_dump(space))
+    results = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.run", "--space", str(space_file), "--results-dir", str(results)],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = results / "tiny_mo"
+    text = out / "README.md"
+    text = text.read_text()
+    assert "## Pareto front" in text and "the starred point is paper default" in text
+    assert (out / "pareto_front.png").stat().st_size > 0 and (out / "history.png").is_file()
+    import pandas as pd
+
+    front = pd.read_csv(out / "pareto_front.csv")
+    trials = pd.read_csv(out / "trials.csv")
+    assert 1 <= len(front) <= len(trials) == 4
+    for _, row in front.iterrows():  # nobody beats a front member in both objectives
+        others = trials[(trials["final_target_mAP"] >= row["target_mAP"])
+                        & (trials["final_source_mAP"] >= row["source_mAP"])]
+        assert ((others["final_target_mAP"] > row["target_mAP"]) | (others["final_source_mAP"] > row["source_mAP"])
+                ).sum() == 0
