@@ -1,0 +1,41 @@
+"""The trainable's decisions without Ray running: tags, labels, how a trial ended, the degenerate-ULA stopper."""
+
+from reidmodel.config import apply_overrides, preset
+from study.spaces import trial_label
+from study.trainable import DegenerateULAStopper, trial_outcome, trial_tags
+
+STUDY = {"name": "abl", "space": "ablation", "preset": "cpu", "fixed": {"adapt.cycles": 3}, "scheduler": "asha"}
+
+
+def grid_params(**extra):
+    return {"study": STUDY, "direction": "synthetic_duke->synthetic_market", "seed": 2,
+            "variant": {"name": "ULA(750)", "set": {"kd.enabled": False}}, **extra}
+
+
+def test_tags_and_label_say_what_the_trial_is():
+    assert trial_tags(grid_params()) == {"study": "abl", "space": "ablation", "direction":
+                                         "synthetic_duke->synthetic_market", "seed": "2", "variant": "ULA(750)"}
+    assert trial_label(grid_params()) == "ULA(750) | D->M | seed 2"
+    sampled = {"study": STUDY, "direction": "synthetic_market->synthetic_duke", "seed": 0, "kd.mu": 0.123456,
+               "model.attention": "conv4+conv5"}
+    assert trial_label(sampled) == "mu=0.123, attention=conv4+conv5 | M->D | seed 0"
+
+
+def test_outcome_of_a_trial_that_ended_without_error():
+    config = apply_overrides(preset("cpu"), {"adapt.cycles": 3, "adapt.stop_on_degenerate": True})
+    assert trial_outcome(config, {"cycle": 3}, "asha") == ("FINISHED", {})
+    assert trial_outcome(config, {"cycle": 1}, "asha") == ("KILLED", {"stop_reason": "asha", "stopped_at_cycle": 1})
+    assert trial_outcome(config, {"cycle": 2, "ula_degenerate": 1}, "asha") == (
+        "KILLED", {"stop_reason": "degenerate_ula", "stopped_at_cycle": 2})
+    assert trial_outcome(config, {"cycle": 0}, "none") == ("KILLED", {"stop_reason": "stopper", "stopped_at_cycle": 0})
+
+
+def test_degenerate_stopper_follows_the_trial_config():
+    stopper = DegenerateULAStopper()
+    stopping = {"study": STUDY, "direction": "synthetic_duke->synthetic_market", "seed": 0,
+                "variant": {"name": "v", "set": {"adapt.stop_on_degenerate": True}}}
+    going_on = {**stopping, "variant": {"name": "w", "set": {"adapt.stop_on_degenerate": False}}}
+    assert not stopper("t1", {"ula_degenerate": 0, "config": stopping})
+    assert stopper("t1", {"ula_degenerate": 1, "config": stopping})
+    assert not stopper("t2", {"ula_degenerate": 1, "config": going_on})
+    assert not stopper.stop_all()
