@@ -37,6 +37,7 @@ from reidmodel.data import (
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.engine import (
     build_optimizers,
+    check_finite,
     epoch_seed,
     resolve_device,
     seed_everything,
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 # Bump when the meaning of a saved source checkpoint changes, so caches keyed on the signature miss.
 PRETRAIN_FORMAT = 1
 LOSS_KEYS = ("loss_total", "loss_id", "loss_triplet", "loss_center")
+EVAL_KEYS = ("mAP", "R1", "R5", "R10", "mINP")  # per domain, as target_* and source_*
+CYCLE_KEYS = ("cycle", "epoch", "time_s")
 ULA_KEYS = (
     "num_clusters",
     "num_classes",
@@ -68,6 +71,16 @@ ULA_KEYS = (
     "eps",
 )
 Report = Callable[[dict[str, Any], Path], None]
+
+
+def cycle_metric_names() -> list[str]:
+    """Every metric name ``run_experiment`` reports per cycle: what a study may optimise or schedule on."""
+    return [
+        *CYCLE_KEYS,
+        *(f"{domain}_{key}" for domain in ("target", "source") for key in EVAL_KEYS),
+        *(f"ula_{key}" for key in ULA_KEYS),
+        *LOSS_KEYS,
+    ]
 
 
 @dataclasses.dataclass
@@ -150,13 +163,17 @@ def pretrain_source(
         bar = _progress(progress, len(loader), f"source epoch {epoch + 1}/{config.source.epochs}")
         losses = train_one_epoch(
             model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar,
+            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="source.lr",
         )
         _close(bar)
         schedule.step()
         history.append({"stage": "source", "cycle": 0, "epoch": epoch + 1, **losses})
         log.info("source epoch %d/%d %s", epoch + 1, config.source.epochs, _fmt(losses))
     elapsed = time.perf_counter() - start
+    # A diverged model must never be saved: the pre-training cache would share it with every trial of its key.
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            check_finite(tensor, f"source model weights ({name})", "lower source.lr")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -231,6 +248,7 @@ def run_experiment(
             features = extract_features(
                 target_model, _test_loader(config, target, "train"), device
             )
+            check_finite(features, f"cycle {cycle}: target training features", "lower adapt.lr")
             result = label_adaptation(features, config.ula, num_classes, true_ids=true_ids)
             ula = result.diagnostics
             if ula["degenerate"]:
@@ -286,7 +304,7 @@ def _fine_tune(config, model: ReIDNet, target: Domain, result, cycle, history, d
         bar = _progress(progress, len(loader), f"cycle {cycle} epoch {epoch + 1}/{config.adapt.cycle_epochs}")
         losses = train_one_epoch(
             model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar,
+            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="adapt.lr",
         )
         _close(bar)
         history.append({"stage": "adapt", "cycle": cycle, "epoch": epoch + 1, **losses})
@@ -298,7 +316,7 @@ def _evaluate_cycle(config, model, source: Domain, target: Domain, device) -> di
     if config.eval.eval_source:
         metrics.update({f"source_{k}": v for k, v in evaluate_domain(config, model, source, device).items()})
     else:
-        metrics.update({f"source_{k}": math.nan for k in ("mAP", "R1", "R5", "R10", "mINP")})
+        metrics.update({f"source_{k}": math.nan for k in EVAL_KEYS})
     return metrics
 
 
@@ -306,6 +324,8 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     """Query/gallery evaluation under the Market protocol; rank metrics in percent, as the paper's tables."""
     query = extract_features(model, _test_loader(config, domain, "query"), device)
     gallery = extract_features(model, _test_loader(config, domain, "gallery"), device)
+    for split, features in (("query", query), ("gallery", gallery)):
+        check_finite(features, f"{domain.dataset.name} {split} features")
     distance = compute_distance_matrix(query, gallery, config.eval.distance)
     if config.eval.rerank:
         distance = re_ranking(
