@@ -36,7 +36,8 @@ def study(tmp_path_factory):
     second seed of the Baseline D->M cell."""
     results = tmp_path_factory.mktemp("results")
     uri = default_tracking_uri(results)
-    parent_id = StudyTracker(uri, "ablation").start({"variants": VARIANTS}, {"samples": 1}, resume=False)
+    study_tracker = StudyTracker(uri, "ablation")
+    parent_id = study_tracker.start({"variants": VARIANTS}, {"samples": 1}, resume=False)
     trials = []
     for index, (variant, column) in enumerate((v, c) for v in VARIANTS for c in DIRECTIONS):
         trials.append((f"trial_{index:02d}", variant, column, index))
@@ -50,6 +51,7 @@ def study(tmp_path_factory):
         for cycle in range(3):
             tracker.log_cycle(cycle_metrics(index, cycle))
         tracker.end()
+    study_tracker.finish()  # only a finished study's report goes to results/<name>/
     readme = report.write_report("ablation", results, uri)
     return results, readme, {name: (variant, column, index) for name, variant, column, index in trials}
 
