@@ -1,7 +1,7 @@
 """Run a study: ``python -m study.run --space ablation``.
 
-Everything is validated before Ray starts (space, directions, --set keys, data root), so a typo costs a
-second, not a cluster start-up. Finished trials live in Ray Tune's experiment folder
+Everything is validated before Ray starts (space, directions, --set keys, data root, and study.preflight's
+checks), so a typo costs a second, not a cluster start-up. Finished trials live in Ray Tune's experiment folder
 and in MLflow; ``--resume`` continues the unfinished ones without re-running the rest. Exit codes (see
 study.outcome): 0 finished, 1 failed trials, 2 bad input, 130 interrupted.
 """
@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--directions", nargs="+", metavar="SRC->TGT", help="replace the space's directions")
     parser.add_argument("--name", help="study name (default: the space's name)")
     parser.add_argument("--resume", action="store_true", help="continue the study's unfinished and errored trials")
-    parser.add_argument("--address", help="Ray cluster: auto or ray://HOST:PORT (default: a local Ray)")
-    parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray)")
+    parser.add_argument("--address", help="Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: a local Ray); "
+                                           "a cluster with token auth needs RAY_AUTH_MODE=token and its token")
+    parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray). --resume "
+                                          "unpickles tuner.pkl and the searcher state from it: whoever can write "
+                                          "there can run code as this driver, so keep it writable by you alone")
     parser.add_argument("--results-dir", default="results", help="root of mlflow.db, optuna.db, caches and reports")
     parser.add_argument("--cpus-per-trial", type=int, help="override the space's resources.cpus_per_trial")
     parser.add_argument("--gpus-per-trial", type=float, help="override the space's resources.gpus_per_trial")
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space, paths = prepare(args)
+        from study.preflight import check_before_ray
+
+        check_before_ray(space, args, paths)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -116,6 +122,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
     from ray import tune
 
     from study.outcome import StudyOutcome, publish_report
+    from study.preflight import connect_ray
     from study.tracking import StudyTracker
     from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
 
@@ -123,8 +130,12 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # SIGTERM (a batch scheduler, kill) stops the study as Ctrl-C does: Ray Tune saves its state and returns.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    paths["results_dir"].mkdir(parents=True, exist_ok=True)
-    ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+    try:
+        connect_ray(args.address, space.resources)
+    except SpaceError as exc:
+        ray.shutdown()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     tracker = None
     try:
         resources = space.resources
