@@ -17,7 +17,6 @@ from pathlib import Path
 
 from reidmodel.config import ConfigError, load_config, to_yaml
 from reidmodel.data import DatasetError
-from reidmodel.engine import DivergenceError
 
 COLUMNS = ("cycle", "target_mAP", "target_R1", "target_R5", "target_R10", "source_mAP",
            "ula_num_classes", "ula_num_labelled", "ula_precision", "time_s")
@@ -40,29 +39,37 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = _load(args)
-        from reidmodel.pipeline import run_experiment
-
         resume_from = _last_checkpoint(args.out) if args.resume else None
         if args.resume and resume_from is None:
             raise ConfigError(f"--resume given but {args.out}/checkpoints holds no finished cycle: drop --resume")
         _check_out(args.out, args.resume)
-        (args.out / "config.yaml").write_text(to_yaml(config))
-        print(_row(COLUMNS))
+    except (ConfigError, DatasetError, ValueError) as exc:
+        return _fail(exc, 2)
+    # torch is imported only now, so that bad input fails in a fraction of a second
+    from reidmodel.engine import DivergenceError
+    from reidmodel.pipeline import run_experiment
 
-        def report(metrics, checkpoint_dir):
-            print(_row(metrics.get(key, math.nan) for key in COLUMNS), flush=True)
-            for name in ("cycles.csv", "history.csv"):
-                shutil.copyfile(checkpoint_dir / name, args.out / name)
+    (args.out / "config.yaml").write_text(to_yaml(config))
+    print(_row(COLUMNS))
 
+    def report(metrics, checkpoint_dir):
+        print(_row(metrics.get(key, math.nan) for key in COLUMNS), flush=True)
+        for name in ("cycles.csv", "history.csv"):
+            shutil.copyfile(checkpoint_dir / name, args.out / name)
+
+    try:
         run_experiment(config, report, workdir=args.out, resume_from=resume_from, progress=not args.quiet)
     except (ConfigError, DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc, 2)
     except DivergenceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(exc, 1)
     print(f"wrote {args.out / 'cycles.csv'}")
     return 0
+
+
+def _fail(exc: Exception, code: int) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return code
 
 
 def _load(args):
