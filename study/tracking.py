@@ -39,6 +39,7 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_HISTORY_ROWS = "history_rows_logged"
 TAG_DRIVER = "driver"  # HOST:PID:START of the driver process, to tell a driver that died from one still running
 TAG_RETRY = "retry"  # "no" on a trial run that failed deterministically: Ray's retry fails at once; --resume clears it
+END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle")  # why a run ended; dropped when it restarts
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
 
@@ -205,6 +206,7 @@ class StudyTracker:
             self.run_id = parents[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
             self.client.set_tag(self.run_id, TAG_DRIVER, driver_identity())
+            _delete_tags(self.client, self.run_id, self.client.get_run(self.run_id).data.tags, END_TAGS)
             # Trials that failed deterministically are tried again: --resume is how a fixed cause is retried.
             for child in self.client.search_runs(
                     [experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{self.run_id}' and tags.{TAG_RETRY} = 'no'"):
@@ -288,10 +290,10 @@ class TrialTracker:
             self.run_id = run.info.run_id
             self.previous_tags = dict(run.data.tags)
             self.client.update_run(self.run_id, status="RUNNING")
-            if "error" in self.previous_tags:  # a restarted attempt: the error is history, not this run's outcome
+            # A restarted attempt: how the last one ended is history, not this run's outcome.
+            if "error" in self.previous_tags:
                 self.client.set_tag(self.run_id, "retried_after", self.previous_tags["error"])
-                for key in ("error", "error_kind"):
-                    self.client.delete_tag(self.run_id, key)
+            _delete_tags(self.client, self.run_id, self.previous_tags, END_TAGS)
             logged_params = run.data.params
             self._logged_cycles = {int(m.step) for m in self.client.get_metric_history(self.run_id, "cycle")}
         else:
@@ -374,6 +376,12 @@ class TrialTracker:
         if self.run_id is None:
             raise RuntimeError(f"trial {self.trial_name!r}: call TrialTracker.start() before logging")
         return self.run_id
+
+
+def _delete_tags(client: MlflowClient, run_id: str, present: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key in present:
+            client.delete_tag(run_id, key)
 
 
 def _log_params_and_tags(client: MlflowClient, run_id: str, params: dict, tags: dict, existing: dict) -> None:
