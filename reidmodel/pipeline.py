@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from reidmodel.config import ExperimentConfig, to_yaml
+from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -56,32 +57,7 @@ log = logging.getLogger(__name__)
 
 # Bump when the meaning of a saved source checkpoint changes, so caches keyed on the signature miss.
 PRETRAIN_FORMAT = 1
-LOSS_KEYS = ("loss_total", "loss_id", "loss_triplet", "loss_center")
-EVAL_KEYS = ("mAP", "R1", "R5", "R10", "mINP")  # per domain, as target_* and source_*
-CYCLE_KEYS = ("cycle", "epoch", "time_s")
-ULA_KEYS = (
-    "num_clusters",
-    "num_classes",
-    "num_labelled",
-    "labelled_fraction",
-    "precision",
-    "recall",
-    "purity",
-    "nmi",
-    "degenerate",
-    "eps",
-)
 Report = Callable[[dict[str, Any], Path], None]
-
-
-def cycle_metric_names() -> list[str]:
-    """Every metric name ``run_experiment`` reports per cycle: what a study may optimise or schedule on."""
-    return [
-        *CYCLE_KEYS,
-        *(f"{domain}_{key}" for domain in ("target", "source") for key in EVAL_KEYS),
-        *(f"ula_{key}" for key in ULA_KEYS),
-        *LOSS_KEYS,
-    ]
 
 
 @dataclasses.dataclass

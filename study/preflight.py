@@ -64,7 +64,7 @@ def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: dict[st
 
 def check_metrics(space: StudySpace) -> None:
     """The search and scheduler metrics must be names a cycle reports, or the study fails after pre-training."""
-    from reidmodel.pipeline import cycle_metric_names
+    from reidmodel.cycle_metrics import cycle_metric_names
 
     reported = cycle_metric_names()
     for metric in space.search.metrics:
@@ -109,20 +109,21 @@ def candidate_configs(space: StudySpace) -> list[ExperimentConfig]:
 def check_devices(configs: list[ExperimentConfig], resources: Resources, gpus_flag: str, local: bool) -> None:
     """GPUs asked for must exist (a local run; a cluster's are checked once connected), and runtime.device must
     be one a trial can see: Ray hides every GPU from a trial that reserves none, and numbers its own from 0."""
-    import torch
-
     gpus = resources.gpus_per_trial
-    visible = torch.cuda.device_count() if local else None
-    if local and gpus > 0 and visible < math.ceil(gpus):
+    devices = sorted({config.runtime.device for config in configs if config.runtime.device.startswith("cuda")})
+    visible = None  # GPUs of this machine, counted for a local run only
+    if local and (gpus > 0 or devices):
+        import torch  # only here: seconds of import that a CPU study does not need to fail fast
+
+        visible = torch.cuda.device_count()
+    if visible is not None and gpus > 0 and visible < math.ceil(gpus):
         raise SpaceError(f"{gpus_flag} {gpus:g} but this machine has {visible} GPU(s) visible to torch: pass "
                          "--gpus-per-trial 0 to train on the CPU, or --address a Ray cluster with GPUs")
-    for device in sorted({config.runtime.device for config in configs}):
-        if not device.startswith("cuda"):
-            continue
+    for device in devices:
         if gpus == 0:
             raise SpaceError(f"runtime.device={device} but trials reserve no GPU ({gpus_flag} 0) and Ray hides the "
                              "GPUs from them: pass --gpus-per-trial 1 (or a fraction), or set runtime.device=auto")
-        if local and not visible:
+        if visible == 0:
             raise SpaceError(f"runtime.device={device} but no CUDA device is visible here: set runtime.device=cpu "
                              "or auto")
         index = int(device.partition(":")[2] or 0)
@@ -133,11 +134,11 @@ def check_devices(configs: list[ExperimentConfig], resources: Resources, gpus_fl
 
 def check_pretrained(configs: list[ExperimentConfig]) -> None:
     """Load every distinct pretrained state dict once (weights only), as the trials will."""
-    from reidmodel.model import build_backbone
-
     for backbone, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in configs}):
         if pretrained == "none":
             continue
+        from reidmodel.model import build_backbone
+
         try:
             build_backbone(backbone, pretrained)
         except (ValueError, RuntimeError) as exc:
