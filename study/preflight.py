@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from reidmodel.config import ExperimentConfig, apply_overrides
+from reidmodel.cycle_metrics import cycle_metric_names
 from study.outcome import PARTIAL_SUFFIX
 from study.spaces import Resources, SpaceError, StudySpace
 
@@ -64,8 +65,6 @@ def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: dict[st
 
 def check_metrics(space: StudySpace) -> None:
     """The search and scheduler metrics must be names a cycle reports, or the study fails after pre-training."""
-    from reidmodel.cycle_metrics import cycle_metric_names
-
     reported = cycle_metric_names()
     for metric in space.search.metrics:
         if metric not in reported:
