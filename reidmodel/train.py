@@ -84,10 +84,11 @@ def _load(args):
 
 
 def _check_out(out: Path, resume: bool) -> None:
-    """A run's folder is its own: reusing it needs --resume, so an earlier run is never overwritten."""
+    """A run's folder is its own: reusing it needs --resume, so an earlier run is never overwritten. A folder
+    holding only config.yaml is a run that stopped before training (bad data, say) and may be reused."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder: pass a folder for the run's outputs")
-    if not resume and out.is_dir() and any(out.iterdir()):
+    if not resume and out.is_dir() and any(path.name != "config.yaml" for path in out.iterdir()):
         raise ConfigError(f"--out {out} already holds a run: pass --resume to continue it or another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)

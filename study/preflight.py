@@ -145,13 +145,16 @@ def check_pretrained(configs: list[ExperimentConfig]) -> None:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """An HTTP server answers (any status will do), a SQLite or file store's folder can be written."""
+    """An MLflow server answers its /health (401 or 403: one that wants credentials), a SQLite or file store's
+    folder can be written."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
             urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TIMEOUT_S).close()
-        except urllib.error.HTTPError:
-            pass  # a server answered
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):
+                raise SpaceError(f"--tracking-uri {uri} answers, but not as an MLflow server (GET /health: HTTP "
+                                 f"{exc.code}): pass the URI `mlflow server` listens on") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             reason = getattr(reason, "strerror", None) or reason
@@ -160,9 +163,9 @@ def check_tracking_uri(uri: str) -> None:
     elif parsed.scheme == "sqlite":
         database = uri[len("sqlite:///"):]
         if database and database != ":memory:":
-            _check_creatable(Path(database).expanduser().parent, "--tracking-uri")
+            _check_creatable(Path(database).expanduser().parent, f"--tracking-uri {uri}")
     elif parsed.scheme in ("", "file"):
-        _check_creatable(Path(parsed.path).expanduser(), "--tracking-uri")
+        _check_creatable(Path(parsed.path).expanduser(), f"--tracking-uri {uri}")
     elif parsed.hostname and parsed.port:
         _check_tcp(parsed.hostname, parsed.port, f"--tracking-uri {uri}")
 
@@ -286,10 +289,16 @@ def _check_tcp(host: str, port: int, what: str) -> None:
 
 
 def _check_creatable(folder: Path, flag: str) -> None:
-    """The folder exists and is writable, or its nearest existing parent is a writable folder."""
-    existing = folder.resolve()
+    """A file can be created in the folder, or in its nearest existing parent when it is still to be made
+    (permission bits say little to root: /proc and read-only mounts refuse only an actual write)."""
+    existing = folder.expanduser().resolve()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
-        raise SpaceError(f"{flag}: {folder} cannot be written ({existing} is "
-                         f"{'not a folder' if not existing.is_dir() else 'not writable'}): pass a folder you can write")
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise SpaceError(f"{flag}: {folder} cannot be written ({exc.strerror or exc}): pass a folder you can "
+                         "write") from exc

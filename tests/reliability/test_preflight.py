@@ -1,7 +1,9 @@
 """Item 3: what can be checked before Ray starts is, each failing in seconds with one line and exit code 2;
 without --address the study starts its own Ray even when a dead cluster is on record."""
 
+import http.server
 import socket
+import threading
 import time
 
 import pytest
@@ -43,6 +45,9 @@ CASES = {
     "address unreachable": (lambda tmp: ["--address", f"127.0.0.1:{_closed_port()}"], "nothing answers at 127.0.0.1"),
     "results folder not writable": (lambda tmp: ["--results-dir", str(tmp / "a-file" / "results")],
                                     "is not writable"),
+    "tracking store not writable": (lambda tmp: ["--tracking-uri", "sqlite:////proc/mlflow.db"],
+                                    "--tracking-uri sqlite:////proc/mlflow.db: /proc cannot be written"),
+    "storage not writable": (lambda tmp: ["--storage", "/proc/ray-results"], "--storage: /proc/ray-results cannot"),
 }
 if NO_GPU:
     CASES["GPU asked for, none here"] = (lambda tmp: ["--gpus-per-trial", "1"],
@@ -66,6 +71,17 @@ def test_bad_input_fails_before_ray_in_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "results" / "ray").exists() and not (tmp_path / "results" / "mlflow.db").exists()
+
+
+def test_tracking_uri_that_is_not_mlflow(tmp_path, capsys):
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501 to any GET
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_port}"
+        assert main(["--space", "smoke", "--tracking-uri", uri, "--results-dir", str(tmp_path)]) == 2
+    finally:
+        server.shutdown()
+    assert f"--tracking-uri {uri} answers, but not as an MLflow server (GET /health: HTTP 501)" in capsys.readouterr().err
 
 
 def test_address_auto_without_a_cluster(tmp_path, capsys, monkeypatch):
