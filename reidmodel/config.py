@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,19 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 ATTENTION_STAGES = ("conv3", "conv4", "conv5")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` that also reads YAML 1.2 / Python floats (``1e-5``, ``1.0e5``): YAML 1.1 wants a dot
+    and a signed exponent, so a learning rate written as ``1e-5`` would otherwise be the string '1e-5'."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
 
 
 class ConfigError(ValueError):
@@ -215,7 +230,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist: pass the path of a YAML file")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = read_yaml(path.read_text())
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML ({_one_line(exc)}): fix its syntax") from exc
         if loaded is not None and not isinstance(loaded, dict):
@@ -229,17 +244,9 @@ def load_config(
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str] | dict[str, Any]) -> ExperimentConfig:
     """Return a copy with dotted overrides applied: ``["ula.eps=0.8"]`` or ``{"ula.eps": 0.8}``."""
-    if isinstance(overrides, dict):
-        pairs = list(overrides.items())
-    else:
-        pairs = []
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} is not key=value: write it as e.g. ula.eps=0.8")
-            key, raw = item.split("=", 1)
-            pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    pairs = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     new = config_from_dict(config.to_dict())
-    for key, value in pairs:
+    for key, value in pairs.items():
         if key == "preset":
             raise ConfigError("preset cannot be overridden: pick it with the YAML's preset key or --preset")
         nested: dict[str, Any] = {}
@@ -251,6 +258,26 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str] | dict[str, A
         _merge(new, nested, prefix="")
     validate(new)
     return new
+
+
+def read_yaml(text: str) -> Any:
+    """YAML as ``yaml.safe_load`` reads it, with floats in any YAML or Python notation."""
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: the guarantees of yaml.safe_load
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["ula.eps=0.8", "adapt.lr=1e-5"]`` -> ``{"ula.eps": 0.8, "adapt.lr": 1e-05}``: the one parser of
+    ``--set`` for both CLIs (values are YAML scalars, as in config files)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not key=value: write it as e.g. --set ula.eps=0.8")
+        try:
+            out[key.strip()] = read_yaml(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)}): quote it") from exc
+    return out
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -294,6 +321,8 @@ def validate(config: ExperimentConfig) -> None:
             section, key = name.split(".")
             value = getattr(getattr(config, section), key)
             raise ConfigError(f"{name}={value!r} is out of range: see the field's comment in reidmodel/config.py")
+    if not DEVICE_PATTERN.fullmatch(config.runtime.device):
+        raise ConfigError(f"runtime.device={config.runtime.device!r} is not allowed: use auto, cpu, cuda or cuda:N")
     unknown = [stage for stage in config.model.attention if stage not in ATTENTION_STAGES]
     if unknown:
         raise ConfigError(
@@ -379,6 +408,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         raise ConfigError(f"{name} must be an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r} is not a finite number: give a finite value")
             return float(value)
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if hint is str:
@@ -409,7 +440,9 @@ __all__ = [
     "apply_overrides",
     "config_from_dict",
     "load_config",
+    "parse_overrides",
     "preset",
+    "read_yaml",
     "to_yaml",
     "validate",
 ]

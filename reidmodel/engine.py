@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable
 
@@ -10,9 +11,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from reidmodel.config import ConfigError
 from reidmodel.losses import ReIDLoss
 
 log = logging.getLogger(__name__)
+
+
+class DivergenceError(ArithmeticError):
+    """Training went numerically wrong (a NaN or infinite loss, weight or feature): every later number of the
+    run would be meaningless, and the same config and seed diverge again, so it is an error, never a result."""
+
+
+def check_finite(values: torch.Tensor, what: str, fix: str = "lower the learning rate") -> None:
+    """Raise DivergenceError naming ``what`` when ``values`` holds a NaN or an infinity."""
+    if not bool(torch.isfinite(values).all()):
+        kind = "NaN" if bool(torch.isnan(values).any()) else "infinite values"
+        raise DivergenceError(f"{what} contain {kind}: the model diverged; {fix}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,7 +35,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"runtime.device={name!r} but no CUDA device is visible: set runtime.device=cpu or auto")
+        raise ConfigError(f"runtime.device={name!r} but no CUDA device is visible: set runtime.device=cpu or auto")
     return device
 
 
@@ -67,8 +81,10 @@ def train_one_epoch(
     amp: bool = False,
     channels_last: bool = False,
     progress=None,
+    lr_key: str = "the learning rate",
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean of each loss part."""
+    """One pass over ``loader``; returns the mean of each loss part. A NaN or infinite loss raises
+    DivergenceError before its step can spread it to the weights (``lr_key`` names the setting to lower)."""
     model.train()
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -85,6 +101,10 @@ def train_one_epoch(
         with torch.autocast(device_type=device.type, enabled=use_amp):
             output = model(images)
         loss, parts = criterion(_to_float(output), labels)
+        if not math.isfinite(parts["loss_total"]):
+            raise DivergenceError(
+                f"training loss is {parts['loss_total']} at batch {batches + 1}: the model diverged; lower {lr_key}"
+            )
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         if center_optimizer is not None and center_weight > 0:

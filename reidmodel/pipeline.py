@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from reidmodel.config import ExperimentConfig, to_yaml
+from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -33,10 +34,12 @@ from reidmodel.data import (
     ensure_synthetic,
     load_images,
     resolve_dataset,
+    verify_image,
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.engine import (
     build_optimizers,
+    check_finite,
     epoch_seed,
     resolve_device,
     seed_everything,
@@ -54,20 +57,6 @@ log = logging.getLogger(__name__)
 
 # Bump when the meaning of a saved source checkpoint changes, so caches keyed on the signature miss.
 PRETRAIN_FORMAT = 1
-LOSS_KEYS = ("loss_total", "loss_id", "loss_triplet", "loss_center")
-ULA_KEYS = (
-    "num_clusters",
-    "num_classes",
-    "requested_classes",
-    "num_labelled",
-    "labelled_fraction",
-    "precision",
-    "recall",
-    "purity",
-    "nmi",
-    "degenerate",
-    "eps",
-)
 Report = Callable[[dict[str, Any], Path], None]
 
 
@@ -95,9 +84,15 @@ def load_domain(config: ExperimentConfig, name: str) -> Domain:
     dataset = resolve_dataset(name, root)
     log.info("loaded %s from %s\n%s", name, root, dataset.summary())
     images: dict[str, torch.Tensor | None] = {"train": None, "query": None, "gallery": None}
-    if data.in_memory:
-        for split in images:
-            images[split] = load_images(getattr(dataset, split), data.height, data.width)
+    for split in images:
+        records = getattr(dataset, split)
+        if data.in_memory:
+            images[split] = load_images(records, data.height, data.width)
+        else:
+            # Decode every image once now (about 0.25 ms per 128x64 JPEG), so that a corrupt file stops the run
+            # here, named, instead of in a loader worker after pre-training.
+            for record in records:
+                verify_image(record.path)
     return Domain(dataset, images)
 
 
@@ -151,13 +146,17 @@ def pretrain_source(
         bar = _progress(progress, len(loader), f"source epoch {epoch + 1}/{config.source.epochs}")
         losses = train_one_epoch(
             model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar,
+            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="source.lr",
         )
         _close(bar)
         schedule.step()
         history.append({"stage": "source", "cycle": 0, "epoch": epoch + 1, **losses})
         log.info("source epoch %d/%d %s", epoch + 1, config.source.epochs, _fmt(losses))
     elapsed = time.perf_counter() - start
+    # A diverged model must never be saved: the pre-training cache would share it with every trial of its key.
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            check_finite(tensor, f"source model weights ({name})", "lower source.lr")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -232,6 +231,7 @@ def run_experiment(
             features = extract_features(
                 target_model, _test_loader(config, target, "train"), device
             )
+            check_finite(features, f"cycle {cycle}: target training features", "lower adapt.lr")
             result = label_adaptation(features, config.ula, num_classes, true_ids=true_ids)
             ula = result.diagnostics
             if ula["degenerate"]:
@@ -287,7 +287,7 @@ def _fine_tune(config, model: ReIDNet, target: Domain, result, cycle, history, d
         bar = _progress(progress, len(loader), f"cycle {cycle} epoch {epoch + 1}/{config.adapt.cycle_epochs}")
         losses = train_one_epoch(
             model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar,
+            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="adapt.lr",
         )
         _close(bar)
         history.append({"stage": "adapt", "cycle": cycle, "epoch": epoch + 1, **losses})
@@ -299,7 +299,7 @@ def _evaluate_cycle(config, model, source: Domain, target: Domain, device) -> di
     if config.eval.eval_source:
         metrics.update({f"source_{k}": v for k, v in evaluate_domain(config, model, source, device).items()})
     else:
-        metrics.update({f"source_{k}": math.nan for k in ("mAP", "R1", "R5", "R10", "mINP")})
+        metrics.update({f"source_{k}": math.nan for k in EVAL_KEYS})
     return metrics
 
 
@@ -307,6 +307,8 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     """Query/gallery evaluation under the Market protocol; rank metrics in percent, as the paper's tables."""
     query = extract_features(model, _test_loader(config, domain, "query"), device)
     gallery = extract_features(model, _test_loader(config, domain, "gallery"), device)
+    for split, features in (("query", query), ("gallery", gallery)):
+        check_finite(features, f"{domain.dataset.name} {split} features")
     distance = compute_distance_matrix(query, gallery, config.eval.distance)
     if config.eval.rerank:
         distance = re_ranking(

@@ -4,7 +4,9 @@ Stage 1 (supervised training on the source domain) does not depend on any adapta
 every trial of every study that shares its signature reuses one checkpoint. Concurrent trials asking for the
 same missing entry are serialised with an fcntl lock per key: one trains, the others wait and then hit.
 An entry exists only once its checkpoint was moved into place with os.replace, so a crash mid-training
-never leaves a half-written checkpoint behind.
+never leaves a half-written checkpoint behind. Its sidecar JSON holds the checkpoint's sha256, checked on every
+hit: an entry damaged later (a full disk, a copy cut short) is moved aside as ``*.corrupt``, named in the log,
+and trained again instead of failing every trial that shares its key.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class PretrainCache:
@@ -44,14 +49,17 @@ class PretrainCache:
         """
         key = self.key(signature)
         checkpoint = self.root / f"{key}.pt"
-        if checkpoint.is_file():
+        if checkpoint.is_file() and self._damage(key) is None:
             return checkpoint, True
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f"{key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if checkpoint.is_file():  # another process trained it while this one waited for the lock
-                    return checkpoint, True
+                    damage = self._damage(key)
+                    if damage is None:
+                        return checkpoint, True
+                    self._move_aside(key, damage)
                 self._train_into(key, signature, train)
                 return checkpoint, False
             finally:
@@ -68,6 +76,7 @@ class PretrainCache:
                                    "the train callable must save to the path it is given")
             metadata = {
                 "key": key,
+                "sha256": _sha256(tmp),
                 "signature": signature,
                 "train_seconds": round(time.time() - started, 3),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -80,3 +89,39 @@ class PretrainCache:
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_suffix(".json.tmp").unlink(missing_ok=True)
+
+    def _damage(self, key: str) -> str | None:
+        """Why the entry cannot be trusted, or None when its checkpoint matches the sha256 in its sidecar.
+        An entry written before checksums existed is checked once by loading it (weights only), then gets one."""
+        checkpoint, sidecar = self.root / f"{key}.pt", self.root / f"{key}.json"
+        try:
+            metadata = json.loads(sidecar.read_text())
+            if "sha256" in metadata:
+                return None if metadata["sha256"] == _sha256(checkpoint) else "its sha256 does not match"
+            import torch
+
+            torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # an unreadable sidecar or checkpoint: damaged either way
+            return f"unreadable: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        metadata["sha256"] = _sha256(checkpoint)
+        tmp = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, sidecar)
+        return None
+
+    def _move_aside(self, key: str, damage: str) -> None:
+        """Keep a damaged entry for inspection as ``*.corrupt`` (replacing an older one) and free its key."""
+        checkpoint = self.root / f"{key}.pt"
+        for path in (checkpoint, self.root / f"{key}.json"):
+            if path.exists():
+                os.replace(path, path.with_name(path.name + ".corrupt"))
+        log.warning("pre-training cache entry %s is damaged (%s): moved aside as %s.corrupt, training it again",
+                    checkpoint, damage, checkpoint.name)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

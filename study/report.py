@@ -32,6 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
 from study import tables
+from study.outcome import publish_report
 from study.spaces import table_column
 from study.tables import Table, parse_tables
 from study.tracking import (
@@ -487,8 +488,10 @@ def front_section(space: dict, objectives: list[dict], cycles: pd.DataFrame, tri
             "", front_markdown(front, objectives, marked, params), "", "![Pareto front](pareto_front.png)"]
 
 
-def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_storage: str | None = None) -> Path:
-    """Write ``<results_dir>/<study_name>/`` (README.md, CSVs, PNGs) and return the README's path."""
+def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_storage: str | None = None,
+                 out: Path | None = None) -> Path:
+    """Write README.md, CSVs and PNGs into ``out`` (default ``<results_dir>/<study_name>/``); return the README's
+    path. ``study.outcome.publish_report`` is the atomic, partial-aware way to a study's results folder."""
     if not study_name or Path(study_name).name != study_name:
         raise ValueError(f"study name {study_name!r} must be a plain folder name (no '/'); pass --study NAME")
     results_dir = Path(results_dir).expanduser().resolve()
@@ -497,7 +500,7 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, optuna_s
     space = load_space_dict(client, parent)
     cycles = cycle_frame(client, children)
     trials = trial_frame(children, cycles)
-    out = results_dir / study_name
+    out = Path(out) if out is not None else results_dir / study_name
     out.mkdir(parents=True, exist_ok=True)
     trials.to_csv(out / "trials.csv", index=False)
     cycles.merge(trials[["trial", "variant", "direction", "seed"]], on="trial").to_csv(out / "cycles.csv",
@@ -584,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.study in optuna.study.get_all_study_names(candidate):
             storage = candidate
     try:
-        readme = write_report(args.study, results_dir, tracking_uri, storage)
+        readme = publish_report(args.study, results_dir, tracking_uri, storage)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     print(readme)

@@ -1,19 +1,22 @@
 """Run a study: ``python -m study.run --space ablation``.
 
-Everything is validated before Ray starts (space, directions, --set keys, data root), so a typo costs a
-second, not a cluster start-up. Finished trials live in Ray Tune's experiment folder and in MLflow;
-``--resume`` continues the unfinished ones without re-running the rest.
+Everything is validated before Ray starts (space, directions, --set keys, data root, and study.preflight's
+checks), so a typo costs a second, not a cluster start-up. Finished trials live in Ray Tune's experiment folder
+and in MLflow; ``--resume`` continues the unfinished ones without re-running the rest. Exit codes (see
+study.outcome): 0 finished, 1 failed trials, 2 bad input, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from study.outcome import EXIT_INTERRUPTED, one_line
 from study.spaces import SpaceError, StudySpace, encode_choice, load_space, parse_set_args
 
 RAY_DIR = "ray"
@@ -30,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, metavar="N",
                         help="repeat every trial of a grid with seeds 0..N-1 (default: the space's seeds)")
     parser.add_argument("--resume", action="store_true", help="continue the study's unfinished and errored trials")
-    parser.add_argument("--address", help="Ray cluster: auto or ray://HOST:PORT (default: a local Ray)")
-    parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray)")
+    parser.add_argument("--address", help="Ray cluster: HOST:PORT, auto or ray://HOST:PORT (default: a local Ray); "
+                                           "a cluster with token auth needs RAY_AUTH_MODE=token and its token")
+    parser.add_argument("--storage", help="Ray Tune storage: a folder or a URI (default: RESULTS_DIR/ray). --resume "
+                                          "unpickles tuner.pkl and the searcher state from it: whoever can write "
+                                          "there can run code as this driver, so keep it writable by you alone")
     parser.add_argument("--results-dir", default="results", help="root of mlflow.db, optuna.db, caches and reports")
     parser.add_argument("--cpus-per-trial", type=int, help="override the space's resources.cpus_per_trial")
     parser.add_argument("--gpus-per-trial", type=float, help="override the space's resources.gpus_per_trial")
@@ -46,10 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space, paths = prepare(args)
+        from study.preflight import check_before_ray
+
+        check_before_ray(space, args, paths)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return run_study(space, args, paths)
+    try:
+        return run_study(space, args, paths)
+    except KeyboardInterrupt:  # a second Ctrl-C, which Ray Tune leaves to Python
+        print(f"error: study {paths['name']!r} interrupted: continue it with the same command and --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def prepare(args: argparse.Namespace) -> tuple[StudySpace, dict[str, Any]]:
@@ -112,14 +126,22 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
     import ray
     from ray import tune
 
-    from study.report import write_report
+    from study.outcome import StudyOutcome, publish_report
+    from study.preflight import connect_ray
     from study.tracking import StudyTracker
     from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
 
-    paths["results_dir"].mkdir(parents=True, exist_ok=True)
     # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+    # SIGTERM (a batch scheduler, kill) stops the study as Ctrl-C does: Ray Tune saves its state and returns.
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        connect_ray(args.address, space.resources)
+    except SpaceError as exc:
+        ray.shutdown()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    tracker = None
     try:
         resources = space.resources
         max_concurrent = resources.max_concurrent or max(
@@ -163,22 +185,28 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
             )
         started = time.perf_counter()
         results = tuner.fit()
-        errors = print_summary(space, results)
-        tracker.close_open_trials()
-        tracker.finish("FAILED" if errors else "FINISHED",
-                       {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
+        print_summary(space, results)
+        outcome = StudyOutcome.of(space, results, interrupted=tracker.close_open_trials())
+        tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
         try:
-            report_path = write_report(
+            report_path = publish_report(
                 paths["name"], paths["results_dir"], paths["tracking_uri"], optuna_storage=paths["optuna_storage"]
             )
         except Exception as exc:  # the trials are stored: only the report needs another try
             print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
                   f"python -m study.report --study {paths['name']} --results-dir {paths['results_dir']}",
                   file=sys.stderr)
-            return 1
+            return outcome.exit_code or 1
         tracker.log_report(report_path.parent)
         print(f"report: {report_path}")
-        return 1 if errors else 0
+        summary = outcome.summary(paths["name"])
+        if summary:
+            print(f"error: {summary}", file=sys.stderr)
+        return outcome.exit_code
+    except BaseException as exc:
+        if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
+            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         ray.shutdown()
 
@@ -299,7 +327,9 @@ def print_summary(space: StudySpace, results: Any) -> int:
         )
         if result.error is not None:
             errors += 1
-            print(f"{config.get('direction', '?'):38} {label:34} error: {str(result.error).splitlines()[0]}")
+            # A trial's exception reaches the driver wrapped in Ray's RayTaskError; its cause says what happened.
+            print(f"{config.get('direction', '?'):38} {label:34} error: "
+                  f"{one_line(getattr(result.error, 'cause', None) or result.error)}")
             continue
         print(
             f"{config.get('direction', '?'):38} {label:34} {metrics.get('cycle', float('nan')):>5} "

@@ -15,7 +15,14 @@ from typing import Any
 
 import yaml
 
-from reidmodel.config import ConfigError, ExperimentConfig, apply_overrides, preset
+from reidmodel.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    parse_overrides,
+    preset,
+    read_yaml,
+)
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from study.tables import Table, TableError, parse_tables
 
@@ -126,7 +133,7 @@ def load_space(
     """
     path = _find(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
     if not isinstance(raw, dict):
@@ -144,7 +151,11 @@ def parse_direction(direction: str, data_root: str | Path | None, where: str) ->
     """``SRC->TGT`` -> (source, target), both names of datasets that can be loaded from data_root."""
     parts = [p.strip() for p in str(direction).split("->")]
     if len(parts) != 2 or not all(parts):
-        raise SpaceError(f"{where}: direction {direction!r} is not SRC->TGT: write e.g. synthetic_duke->synthetic_market")
+        # An unquoted a->b on a command line reaches us as 'a-': the shell took '>b' as a redirection.
+        shell_ate_it = str(direction).endswith("-") and "->" not in str(direction)
+        quote = ", and quote it: the shell reads an unquoted > as a redirection" if shell_ate_it else ""
+        raise SpaceError(f"{where}: direction {direction!r} is not SRC->TGT: write e.g. "
+                         f"'synthetic_duke->synthetic_market'{quote}")
     known = known_datasets(data_root)
     for name in parts:
         if name not in known:
@@ -198,14 +209,11 @@ def check_overrides(base: ExperimentConfig, overrides: dict[str, Any], where: st
 
 
 def parse_set_args(items: list[str]) -> dict[str, Any]:
-    """``["ula.eps=0.8"]`` -> ``{"ula.eps": 0.8}`` (values parsed as YAML scalars, as in config files)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise SpaceError(f"--set {item!r} is not key=value: write it as e.g. --set ula.eps=0.8")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else None
-    return out
+    """``["ula.eps=0.8"]`` -> ``{"ula.eps": 0.8}``, parsed as ``reidmodel.train --set`` parses them."""
+    try:
+        return parse_overrides(items)
+    except ConfigError as exc:
+        raise SpaceError(str(exc)) from exc
 
 
 def encode_choice(value: Any) -> Any:

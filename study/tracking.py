@@ -13,6 +13,7 @@ import json
 import math
 import numbers
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ TAG_TRIAL = "trial_name"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_HISTORY_ROWS = "history_rows_logged"
 NOTE = "mlflow.note.content"  # MLflow's description field
+TAG_DRIVER = "driver"  # HOST:PID:START of the driver process, to tell a driver that died from one still running
+TAG_RETRY = "retry"  # "no" on a trial run that failed deterministically: Ray's retry fails at once; --resume clears it
+END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle")  # why a run ended; dropped when it restarts
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
 
@@ -58,6 +62,54 @@ def git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def driver_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid())}"
+
+
+def driver_alive(identity: str) -> bool | None:
+    """Whether the driver named by a ``driver`` tag still runs; None when it ran on another host."""
+    host, pid, start = identity.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    if start != "?":
+        return _process_start(int(pid)) == start
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _process_start(pid: int) -> str:
+    """Start time in clock ticks since boot (Linux), so that a later process with the same pid is not taken for
+    the driver; "?" where /proc has no such entry."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def close_dead_parent(client: MlflowClient, parent) -> str | None:
+    """A parent run left RUNNING by a driver that is gone (SIGKILL, a crash, a reboot) is marked KILLED, its
+    open trial runs too; returns a line saying so, or None when the parent is closed or its driver lives (or
+    ran on another host, where this cannot be told)."""
+    identity = parent.data.tags.get(TAG_DRIVER)
+    if parent.info.status != "RUNNING" or identity is None or driver_alive(identity) is not False:
+        return None
+    run_id = parent.info.run_id
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.`{TAG_PARENT}` = '{run_id}' and attributes.status = 'RUNNING'")
+    for child in children:
+        client.set_terminated(child.info.run_id, status="KILLED")
+    client.set_tag(run_id, "stop_reason", f"driver {identity} died")
+    client.set_terminated(run_id, status="KILLED")
+    return (f"parent run {run_id} was still RUNNING but its driver ({identity}) is gone: marked KILLED "
+            f"with {len(children)} open trial run(s)")
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """Nested dict -> dotted keys, the form ``apply_overrides`` takes and MLflow params need."""
     flat = {}
@@ -75,6 +127,11 @@ def _param_value(value) -> str:
     if len(text) > MAX_PARAM_VAL_LENGTH:  # MLflow rejects longer values; keep a visible marker
         text = text[: MAX_PARAM_VAL_LENGTH - 3] + "..."
     return text
+
+
+def logged_params(params: dict) -> dict[str, str]:
+    """Params as MLflow holds them once logged: keys cut to MLflow's limit, values as text."""
+    return {key[:MAX_ENTITY_KEY_LENGTH]: _param_value(value) for key, value in params.items()}
 
 
 def _tag_value(value) -> str:
@@ -146,14 +203,23 @@ class StudyTracker:
             [experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'", order_by=["attributes.start_time DESC"],
             max_results=1)
         if resume and parents:
+            note = close_dead_parent(self.client, parents[0])
+            if note:
+                print(note, flush=True)
             self.run_id = parents[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            self.client.set_tag(self.run_id, TAG_DRIVER, driver_identity())
+            _delete_tags(self.client, self.run_id, self.client.get_run(self.run_id).data.tags, END_TAGS)
+            # Trials that failed deterministically are tried again: --resume is how a fixed cause is retried.
+            for child in self.client.search_runs(
+                    [experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{self.run_id}' and tags.{TAG_RETRY} = 'no'"):
+                self.client.delete_tag(child.info.run_id, TAG_RETRY)
             return self.run_id
         description = space_dict.get("description") or ""
         if description:  # shown by the MLflow UI on the experiment's and the run's page
             self.client.set_experiment_tag(experiment_id, NOTE, description)
-        run = self.client.create_run(experiment_id, run_name=self.study_name,
-                                     tags={TAG_STUDY: self.study_name, TAG_ROLE: "parent", NOTE: description})
+        run = self.client.create_run(experiment_id, run_name=self.study_name, tags={
+            TAG_STUDY: self.study_name, TAG_ROLE: "parent", TAG_DRIVER: driver_identity(), NOTE: description})
         self.run_id = run.info.run_id
         params = {f"space.{k}": v for k, v in flatten(space_dict).items()}
         params.update({f"cli.{k}": v for k, v in flatten(cli_args).items()})
@@ -177,10 +243,11 @@ class StudyTracker:
 
 
     def close_open_trials(self, status: str = "KILLED") -> int:
-        """Mark child runs still RUNNING as ``status``; returns how many.
+        """Mark child runs still RUNNING as ``status`` (tagged ``stop_reason=interrupted``); returns how many.
 
-        A trial that a scheduler or stopper ends is killed by Ray before it can close its own run. A resumed
-        trial reopens its run (``TrialTracker.start``), so this loses nothing.
+        Once ``fit`` returned, such a run belongs to a trial Ray stopped because the study was interrupted: a
+        trial closes its own run, and TrialOutcome the ones a scheduler or stopper ended. A resumed trial
+        reopens its run (``TrialTracker.start``), so this loses nothing.
         """
         if self.run_id is None:
             raise RuntimeError("StudyTracker.close_open_trials() called before start(); call start() first")
@@ -189,6 +256,7 @@ class StudyTracker:
             [experiment_id],
             filter_string=f"tags.`{TAG_PARENT}` = '{self.run_id}' and attributes.status = 'RUNNING'")
         for run in open_runs:
+            self.client.set_tag(run.info.run_id, "stop_reason", "interrupted")
             self.client.set_terminated(run.info.run_id, status=status)
         return len(open_runs)
 
@@ -209,6 +277,7 @@ class TrialTracker:
         self.study_name = study_name
         self.client = MlflowClient(tracking_uri)
         self.run_id: str | None = None
+        self.previous_tags: dict = {}  # of the run as an earlier attempt of this trial left it
         self._logged_cycles: set[int] = set()
 
     def start(self, params: dict, tags: dict, run_name: str | None = None) -> None:
@@ -226,7 +295,12 @@ class TrialTracker:
         if existing:
             run = existing[0]
             self.run_id = run.info.run_id
+            self.previous_tags = dict(run.data.tags)
             self.client.update_run(self.run_id, status="RUNNING")
+            # A restarted attempt: how the last one ended is history, not this run's outcome.
+            if "error" in self.previous_tags:
+                self.client.set_tag(self.run_id, "retried_after", self.previous_tags["error"])
+            _delete_tags(self.client, self.run_id, self.previous_tags, END_TAGS)
             logged_params = run.data.params
             self._logged_cycles = {int(m.step) for m in self.client.get_metric_history(self.run_id, "cycle")}
         else:
@@ -297,6 +371,9 @@ class TrialTracker:
             else:
                 raise FileNotFoundError(f"artifact {path} does not exist; log it after the pipeline wrote it")
 
+    def tag(self, tags: dict) -> None:
+        _log_params_and_tags(self.client, self._run(), {}, tags, existing={})
+
     def end(self, status: str = "FINISHED", tags: dict | None = None) -> None:
         """Close the run; ``tags`` say why when it did not finish (``stop_reason``, ``error``)."""
         _log_params_and_tags(self.client, self._run(), {}, tags or {}, existing={})
@@ -306,6 +383,12 @@ class TrialTracker:
         if self.run_id is None:
             raise RuntimeError(f"trial {self.trial_name!r}: call TrialTracker.start() before logging")
         return self.run_id
+
+
+def _delete_tags(client: MlflowClient, run_id: str, present: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key in present:
+            client.delete_tag(run_id, key)
 
 
 def _log_params_and_tags(client: MlflowClient, run_id: str, params: dict, tags: dict, existing: dict) -> None:

@@ -2,10 +2,18 @@
 
 Everything a trial needs travels in its ``params`` (the Tune config), so a restored study re-runs
 unfinished trials with exactly the settings they started with.
+
+Failures: the trial's MLflow run is opened first, so even a failure in pre-training is recorded (FAILED, with
+an ``error`` tag). Ray Tune 2.60 retries every error alike (``FailureConfig.max_failures``), so a trial sorts
+its own: a deterministic one (study.outcome.DETERMINISTIC_ERRORS: config, data, divergence) tags the run
+``retry=no``, and Ray's retry of that trial stops at once on seeing the tag instead of paying for the same
+error again; transient ones (OSError, CUDA, a killed process) are retried from the last cycle checkpoint.
+``--resume`` clears the tag, which is how a fixed cause is tried again.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,8 +23,16 @@ from ray import tune
 
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
+from study.outcome import is_deterministic, one_line
 from study.spaces import trial_config, trial_label
-from study.tracking import TrialTracker, close_trial_run
+from study.tracking import TAG_RETRY, TrialTracker, close_trial_run
+
+# Test-only fault injection, read in _injected_fault alone and inert when unset (production never sets it).
+FAULT_ENV = "REID_STUDY_TEST_FAULT"
+
+
+class RetryRefused(ValueError):
+    """Raised by Ray's retry of a trial that already failed deterministically: the same error again, for free."""
 
 
 def trial_tags(params: dict[str, Any]) -> dict[str, str]:
@@ -33,17 +49,32 @@ def train_trial(params: dict[str, Any]) -> None:
     config = trial_config(params)
     torch.set_num_threads(study["cpus_per_trial"])
     context = tune.get_context()
-
-    # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
-    source_checkpoint, cache_hit = PretrainCache(Path(study["cache_dir"])).get_or_train(
-        pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
-    )
-    print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
     tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
-    tracker.start(config.flat(), {**trial_tags(params), "pretrain_cache": "hit" if cache_hit else "miss",
-                                  "pretrain_key": source_checkpoint.stem,
-                                  "trial_id": context.get_trial_id()}, run_name=trial_label(params))
+    tracker.start(config.flat(), {**trial_tags(params), "trial_id": context.get_trial_id()},
+                  run_name=trial_label(params))
+    last: dict[str, Any] = {}
+    try:
+        if tracker.previous_tags.get(TAG_RETRY) == "no":
+            raise RetryRefused(f"not retried, the same error would come back: {tracker.previous_tags.get('error')}")
+        # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
+        source_checkpoint, cache_hit = PretrainCache(Path(study["cache_dir"])).get_or_train(
+            pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
+        )
+        print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
+        tracker.tag({"pretrain_cache": "hit" if cache_hit else "miss", "pretrain_key": source_checkpoint.stem})
+        _adapt(config, tracker, source_checkpoint, last)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        kind = "deterministic" if is_deterministic(exc) else "transient"
+        tracker.end("FAILED", {"error": one_line(exc), "error_kind": kind,
+                               TAG_RETRY: "no" if kind == "deterministic" else None})
+        raise
+    tracker.end(*trial_outcome(config, last, scheduler=study["scheduler"]))
 
+
+def _adapt(config, tracker: TrialTracker, source_checkpoint: Path, last: dict[str, Any]) -> None:
+    """Stage 2 from the source checkpoint, or from the trial's last cycle checkpoint when Ray restarts it."""
     # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
     with tempfile.TemporaryDirectory(prefix="reid-trial-") as scratch:
@@ -52,9 +83,9 @@ def train_trial(params: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
         if checkpoint is not None:
             resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
-        last: dict[str, Any] = {}
 
         def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+            _injected_fault(tracker.trial_name, int(metrics["cycle"]))
             # MLflow first: when a scheduler or stopper stops the trial, Ray ends it inside tune.report
             # (SystemExit) and kills the process soon after, so nothing after that call is sure to run. The
             # driver's TrialOutcome callback closes such runs. A kill between the two redoes the cycle on
@@ -66,16 +97,26 @@ def train_trial(params: dict[str, Any]) -> None:
             last.update(metrics)
             tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
-        try:
-            run_experiment(
-                config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from
-            )
-        except SystemExit:
-            raise
-        except BaseException as exc:
-            tracker.end("FAILED", {"error": one_line(exc)})
-            raise
-    tracker.end(*trial_outcome(config, last, scheduler=study["scheduler"]))
+        run_experiment(config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from)
+
+
+def _injected_fault(trial_name: str, cycle: int) -> None:
+    """Test-only: with ``REID_STUDY_TEST_FAULT=KIND:CYCLE:LOG`` every trial appends ``<trial> <cycle>`` to LOG at
+    each cycle's report and raises at CYCLE: KIND ``transient`` an OSError on the trial's first visit only,
+    ``deterministic`` a ValueError every time. Unset (always, outside tests) it does nothing."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kind, at, log = spec.split(":", 2)
+    with open(log, "a") as handle:
+        handle.write(f"{trial_name} {cycle}\n")
+    if cycle != int(at):
+        return
+    visits = Path(log).read_text().splitlines().count(f"{trial_name} {cycle}")
+    if kind == "deterministic":
+        raise ValueError(f"injected deterministic fault at cycle {cycle}")
+    if visits == 1:
+        raise OSError(f"injected transient fault at cycle {cycle}")
 
 
 def trial_outcome(config, last_metrics: dict[str, Any], scheduler: str) -> tuple[str, dict[str, Any]]:
@@ -89,11 +130,6 @@ def trial_outcome(config, last_metrics: dict[str, Any], scheduler: str) -> tuple
     else:
         reason = scheduler if scheduler != "none" else "stopper"
     return "KILLED", {"stop_reason": reason, "stopped_at_cycle": cycle}
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{type(exc).__name__}: {text}"
 
 
 class TrialOutcome(tune.Callback):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidmodel.config import LossConfig
+from reidmodel.config import ConfigError, LossConfig
 from reidmodel.engine import build_optimizers, epoch_seed, resolve_device, step_schedule, train_one_epoch
 from reidmodel.losses import ReIDLoss
 from reidmodel.model.reid_net import ReIDOutput
@@ -89,5 +89,5 @@ def test_empty_loader_and_missing_gpu_fail_with_one_line():
     assert "\n" not in str(info.value)
     assert resolve_device("cpu") == CPU
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="runtime.device=cpu or auto"):
+        with pytest.raises(ConfigError, match="runtime.device=cpu or auto"):  # a config error: not retried
             resolve_device("cuda")

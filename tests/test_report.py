@@ -44,7 +44,8 @@ def study(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
     uri = default_tracking_uri(results)
     space = space_dict(load_space("ablation", seeds=[0, 1]))
-    parent_id = StudyTracker(uri, "ablation").start(space, {"samples": 1}, resume=False)
+    study_tracker = StudyTracker(uri, "ablation")
+    parent_id = study_tracker.start(space, {"samples": 1}, resume=False)
     trials = {}
     for index, (variant, column) in enumerate((v, c) for v in VARIANTS for c in DIRECTIONS):
         for seed in (0, 1):
@@ -56,6 +57,7 @@ def study(tmp_path_factory):
             for cycle in range(3):
                 tracker.log_cycle(cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0))
             tracker.end()
+    study_tracker.finish()  # only a finished study's report goes to results/<name>/
     readme = report.write_report("ablation", results, uri)
     return results, readme, trials
 

@@ -1,0 +1,127 @@
+"""Shared by the reliability tests and the catalogue: tiny spaces, the real CLIs, MLflow and folder snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FAULT_ENV = "REID_STUDY_TEST_FAULT"  # study.trainable's test-only hook
+
+
+def tiny_space(folder: Path, name: str, variants: list[dict] | None = None, **fixed) -> Path:
+    """The smoke space (tiny synthetic data, one direction) renamed, with other variants or fixed keys."""
+    space = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    space["name"] = name
+    space["fixed"].update(fixed)
+    if variants is not None:
+        space["variants"] = variants
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def cli(module: str, *args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start(module: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def interrupt_when(proc: subprocess.Popen, condition, sig: int, what: str, timeout: float = 300) -> str:
+    """Send ``sig`` to the driver once ``condition()`` holds; returns the driver's output."""
+    def reached() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended before {what}: {proc.stdout.read()[-3000:]}")
+        return condition()
+
+    wait_for(reached, timeout, what)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=180)
+    return output
+
+
+def checkpoint_saved(experiment: Path, cycle: int):
+    return lambda: bool(list(experiment.glob(f"*/checkpoint_{cycle:06d}")))
+
+
+def runs(results: Path, study: str):
+    """(parent, children) of the study's latest parent run in results/mlflow.db."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study)
+    found = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    parent = next(r for r in found if r.data.tags.get("study.role") == "parent")
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, children
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path: equal snapshots, untouched folder."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def finished_study_folder(results: Path, name: str = "finished") -> Path:
+    """Stands for a committed study's results: the folder a failed or interrupted study must not touch."""
+    folder = results / name
+    folder.mkdir(parents=True)
+    (folder / "README.md").write_text("# a finished study\n")
+    (folder / "table1.csv").write_text("variant,mAP\nULA,24.1\n")
+    return folder
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGKILL a driver a test started, if it still runs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+HEAD_SCRIPT = """
+import sys, ray
+ray.init(address="local", num_cpus=1, include_dashboard=False)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # runs until the test closes stdin; ray.shutdown then runs at exit
+"""
+
+
+def start_token_head(token: str) -> tuple[subprocess.Popen, str]:
+    """A one-node Ray started as study.run starts its local one; Ray 2.60 guards it with a token (``token`` here,
+    not ~/.ray/auth_token). Stopped by closing its stdin, never ``ray stop``, which stops every Ray of the machine."""
+    env = {key: value for key, value in os.environ.items() if key != "RAY_AUTH_MODE"}
+    env["RAY_AUTH_TOKEN"] = token
+    proc = subprocess.Popen([sys.executable, "-c", HEAD_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
+    address = proc.stdout.readline().strip()
+    if not address:
+        stop(proc)
+        raise AssertionError("the token-auth Ray head did not start")
+    return proc, address
+
+
+def stop_head(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        stop(proc)
