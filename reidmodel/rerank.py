@@ -262,6 +262,7 @@ class KReciprocalEncoding:
         self.encoding = encoding.tocsr()
         self.by_column = self.encoding.tocsc()
         self.num = self.encoding.shape[0]
+        self._column_keys = None  # column-major (column, row) keys of the nonzeros, built when first needed
 
     @classmethod
     def from_features(cls, features, k1: int = 20, k2: int = 6) -> KReciprocalEncoding:
@@ -288,24 +289,34 @@ class KReciprocalEncoding:
             encoding = (expansion @ encoding).tocsr()
         return cls(encoding)
 
-    def _min_sums(self, rows: np.ndarray, first_column: int = 0) -> np.ndarray:
-        """[len(rows), N - first_column] float64: sum over j of min(V[row, j], V[other, j]) (the
-        Jaccard numerator) for the others from ``first_column`` on."""
-        width = self.num - first_column
-        block = self.encoding[rows].tocoo()
+    def _min_sums(self, rows: np.ndarray, first_column: int = 0, columns: np.ndarray | None = None) -> np.ndarray:
+        """Sum over j of min(V[row, j], V[other, j]) (the Jaccard numerator), float64 [len(rows), width]:
+        for the others from ``first_column`` on, or for ``columns`` only (in that order)."""
         indptr, indices = self.by_column.indptr, self.by_column.indices
+        block = self.encoding[rows].tocoo()
         # For every nonzero (r, j) of the block, every sample s >= first_column with a nonzero in
         # column j (a column's samples are sorted, so they form a tail of its segment).
         if first_column:
-            keys = np.repeat(np.arange(self.num, dtype=np.int64), np.diff(indptr)) * self.num + indices
-            begin = np.searchsorted(keys, block.col.astype(np.int64) * self.num + first_column)
+            if self._column_keys is None:
+                self._column_keys = np.repeat(np.arange(self.num, dtype=np.int64), np.diff(indptr)) * self.num + indices
+            begin = np.searchsorted(self._column_keys, block.col.astype(np.int64) * self.num + first_column)
         else:
             begin = indptr[block.col]
         lengths = indptr[block.col + 1] - begin
         offsets = np.repeat(begin - np.cumsum(lengths) + lengths, lengths)
         positions = offsets + np.arange(lengths.sum())
+        block_rows = np.repeat(block.row.astype(np.int64), lengths)
         shared = np.minimum(np.repeat(block.data, lengths), self.by_column.data[positions])
-        keys = np.repeat(block.row.astype(np.int64), lengths) * width + (indices[positions] - first_column)
+        others = indices[positions] - first_column
+        width = self.num - first_column
+        if columns is not None:
+            where = np.full(self.num, -1, dtype=np.int64)
+            where[columns] = np.arange(len(columns))
+            others = where[others]
+            wanted = others >= 0
+            block_rows, others, shared = block_rows[wanted], others[wanted], shared[wanted]
+            width = len(columns)
+        keys = block_rows * width + others
         return np.bincount(keys, shared, minlength=block.shape[0] * width).reshape(block.shape[0], width)
 
     def jaccard_rows(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
@@ -313,9 +324,7 @@ class KReciprocalEncoding:
         rows = np.asarray(rows)
         out = np.empty((len(rows), self.num if columns is None else len(columns)), dtype=np.float32)
         for start in range(0, len(rows), _ROW_CHUNK):
-            min_sum = self._min_sums(rows[start : start + _ROW_CHUNK])
-            if columns is not None:
-                min_sum = min_sum[:, columns]
+            min_sum = self._min_sums(rows[start : start + _ROW_CHUNK], columns=columns)
             out[start : start + len(min_sum)] = np.clip(1 - min_sum / (2 - min_sum), 0, 1)
         return out
 
