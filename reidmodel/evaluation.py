@@ -204,14 +204,14 @@ def _evaluate(rows_of, num_q: int, num_g: int, ids, max_rank: int, byte_budget: 
         dist = rows_of(torch.from_numpy(queries))
         match_rows, match_cols, removed_rows, removed_cols = pairs.chunk(queries)
         rows, ranks = _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk)
-        # Rows whose distances are not all finite (NaN, -inf, an infinite match) are ranked by a
-        # stable sort of the row instead, exactly as before; they only appear with diverged features.
-        for row in np.setdiff1d(np.arange(len(queries)), rows.numpy()):
+        # Rows with a non-finite match or a -inf entry are ranked by a stable sort of the row instead,
+        # exactly as before; they only appear with diverged features.
+        for row in np.setdiff1d(np.arange(len(queries)), rows):
             query = queries[row]
             row_ranks = _sorted_ranks(as_numpy(dist[row]), q_pids[query], q_camids[query], g_pids, g_camids)
-            rows = torch.cat([rows, torch.full((len(row_ranks),), int(row))])
-            ranks = torch.cat([ranks, torch.from_numpy(row_ranks)])
-        first, ap, inp = _row_metrics(rows.numpy(), ranks.numpy(), len(queries))
+            rows = np.concatenate([rows, np.full(len(row_ranks), row)])
+            ranks = np.concatenate([ranks, row_ranks])
+        first, ap, inp = _row_metrics(rows, ranks, len(queries))
         cmc_hits += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
         ap_sum += ap.sum()
         inp_sum += inp.sum()
@@ -255,69 +255,69 @@ class _SamePidPairs:
 
 
 def _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk):
-    """(row, rank) of every match of the rows whose distances are finite, by row then rank.
+    """(row, rank) NumPy arrays for every match of the rows ranked here; ``dist`` is overwritten.
 
     The rank is 1-based among the gallery entries the protocol keeps, ties broken by gallery index.
     Only entries no farther than a row's farthest match can precede a match, so those are picked out
-    first (a small share of the row for a useful model); they are binned between the row's smallest
-    distance and its farthest match, the bins below each match's bin are counted, and the entries in
-    a match's own bin are ordered exactly. ``dist`` is overwritten.
+    first (a small share of the row for a useful model) and handled in NumPy: they are binned between
+    the row's smallest distance and its farthest match, the bins below each match's bin are counted,
+    and the entries in a match's own bin are ordered exactly. NaN entries are never picked, which
+    ranks them last as a sort would; a row with a non-finite match or a -inf entry is left out (the
+    caller sorts it).
     """
     device = dist.device
     num_rows, num_g = dist.shape
-    match_rows, match_cols = match_rows.to(device), match_cols.to(device)
-    removed_rows, removed_cols = removed_rows.to(device), removed_cols.to(device)
-    match_dist = dist.view(-1)[match_rows * num_g + match_cols]
-    low = dist.amin(1)  # NaN when the row holds one
-    high = torch.full((num_rows,), -torch.inf, dtype=dist.dtype, device=device)
-    high.scatter_reduce_(0, match_rows, match_dist, "amax")
-    span = high - low
-    finite = torch.isfinite(low) & torch.isfinite(high) & torch.isfinite(span)
-    row_ids = torch.arange(num_rows, device=device)
-    if not finite.all():
-        row_ids = finite.nonzero().squeeze(1)
-        renumber = torch.full((num_rows,), -1, dtype=torch.long, device=device)
-        renumber[row_ids] = torch.arange(len(row_ids), device=device)
-        dist, low, high, span = dist[row_ids], low[row_ids], high[row_ids], span[row_ids]
-        keep_match, keep_removed = finite[match_rows], finite[removed_rows]
-        match_rows, match_cols = renumber[match_rows[keep_match]], match_cols[keep_match]
-        match_dist = match_dist[keep_match]
-        removed_rows, removed_cols = renumber[removed_rows[keep_removed]], removed_cols[keep_removed]
-        num_rows = len(row_ids)
-
-    # Removed entries go past every match (all matches are finite here) and so out of every count.
+    match_rows, match_cols = match_rows.numpy(), match_cols.numpy()
+    match_flat = match_rows * num_g + match_cols
+    match_dist = torch.take(dist, torch.from_numpy(match_flat).to(device)).cpu().numpy()
+    high = np.full(num_rows, -np.inf, dtype=match_dist.dtype)
+    np.maximum.at(high, match_rows, match_dist)
+    # Removed entries go past every finite match and so out of every count.
     if len(junk):
         dist.index_fill_(1, junk.to(device), torch.inf)
-    dist.view(-1).index_fill_(0, removed_rows * num_g + removed_cols, torch.inf)
-    rows, flat = _nonzero_rows(dist <= high[:, None])  # row-major, columns ascending
-    values = torch.take(dist, flat)
+    dist.view(-1).index_fill_(0, (removed_rows * num_g + removed_cols).to(device), torch.inf)
+    flat = _flat_nonzero(dist <= torch.from_numpy(high).to(device)[:, None])  # row-major, columns ascending
+    values = torch.take(dist, flat).cpu().numpy()
+    flat = flat.cpu().numpy()
+    rows = flat // num_g
     cols = flat - rows * num_g
-    del flat
-
-    scale = ((_BINS - 1) / span).clamp_(max=_MAX_SCALE)
+    counts = np.bincount(rows, minlength=num_rows)
+    low = np.full(num_rows, np.inf, dtype=values.dtype)
+    picked = counts > 0  # the row's smallest distance is always picked, unless the row is left out
+    low[picked] = np.minimum.reduceat(values, (np.cumsum(counts) - counts)[picked])
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        span = high - low
+        finite = np.isfinite(low) & np.isfinite(high) & np.isfinite(span)
+        if not finite.all():
+            keep, keep_match = finite[rows], finite[match_rows]
+            rows, cols, values = rows[keep], cols[keep], values[keep]
+            match_rows, match_flat, match_dist = match_rows[keep_match], match_flat[keep_match], match_dist[keep_match]
+        scale = np.minimum((_BINS - 1) / np.where(finite, span, 1), _MAX_SCALE).astype(values.dtype)
+    low = np.where(finite, low, 0).astype(values.dtype)
 
     def bin_of(rows, values):  # monotone in the value within a row; one formula for entries and matches
-        positions = (values - low.index_select(0, rows)).mul_(scale.index_select(0, rows))
-        return positions.clamp_(0, _BINS - 1).long().add_(rows * _BINS)
+        positions = np.clip((values - low[rows]) * scale[rows], 0, _BINS - 1)
+        return positions.astype(np.int64) + rows * _BINS
 
     bins = bin_of(rows, values)
-    counts = torch.bincount(bins, minlength=num_rows * _BINS)
-    below = counts.cumsum(0) - counts  # flat; minus the row's first bin gives the entries in lower bins
-    shares_bin = torch.zeros(num_rows * _BINS, dtype=torch.bool, device=device)
+    below = np.cumsum(np.bincount(bins, minlength=num_rows * _BINS))  # entries up to each flat bin, inclusive
+    shares_bin = np.zeros(num_rows * _BINS, dtype=bool)
     shares_bin[bin_of(match_rows, match_dist)] = True
-    tied = _flat_nonzero(torch.take(shares_bin, bins))
-    rows, cols, values, bins = (a.index_select(0, tied) for a in (rows, cols, values, bins))
-    # Order the entries that share a bin with a match by (row, distance, gallery index): two stable sorts.
-    order = torch.sort(values, stable=True).indices
-    order = order.index_select(0, torch.sort(rows.index_select(0, order), stable=True).indices)
-    rows, cols, bins = (a.index_select(0, order) for a in (rows, cols, bins))
-    position = torch.arange(len(rows), device=device)
-    starts = torch.ones(len(rows), dtype=torch.bool, device=device)
+    tied = np.flatnonzero(shares_bin[bins])
+    rows, cols, values, bins = rows[tied], cols[tied], values[tied], bins[tied]
+    order = np.lexsort((cols, values, rows))  # by row, distance, gallery index
+    rows, cols, bins = rows[order], cols[order], bins[order]
+    position = np.arange(len(rows))
+    starts = np.ones(len(rows), dtype=bool)
     starts[1:] = bins[1:] != bins[:-1]  # a bin index holds its row
-    group_start = torch.cummax(torch.where(starts, position, 0), 0).values
-    is_match = torch.isin(rows * num_g + cols, match_rows * num_g + match_cols)
-    ranks = below.index_select(0, bins) - below.index_select(0, rows * _BINS) + (position - group_start) + 1
-    return row_ids[rows[is_match]].cpu(), ranks[is_match].cpu()
+    group_start = np.maximum.accumulate(np.where(starts, position, 0))
+    is_match = np.isin(rows * num_g + cols, match_flat)
+    # Entries in the row's lower bins (the flat counts before this bin, less those before the row) + the
+    # entries before this one in its own bin + itself.
+    before_bin = below[bins - 1] - np.where(rows > 0, below[rows * _BINS - 1], 0)
+    before_bin = np.where(bins % _BINS > 0, before_bin, 0)
+    ranks = before_bin + (position - group_start) + 1
+    return rows[is_match], ranks[is_match]
 
 
 def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
@@ -325,13 +325,6 @@ def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
     if mask.device.type == "cpu":
         return torch.from_numpy(np.flatnonzero(mask.numpy()))
     return mask.view(-1).nonzero().squeeze(1)
-
-
-def _nonzero_rows(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and flat index of the True entries of a 2-d mask, row-major."""
-    per_row = torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1)) if mask.device.type == "cpu" else mask.sum(1)
-    rows = torch.repeat_interleave(torch.arange(len(mask), device=mask.device), per_row.to(mask.device))
-    return rows, _flat_nonzero(mask)
 
 
 def _sorted_ranks(row: np.ndarray, q_pid, q_camid, g_pids, g_camids) -> np.ndarray:
