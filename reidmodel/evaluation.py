@@ -2,10 +2,11 @@
 
 The ranking metrics follow torchreid's ``eval_market1501`` (and mINP from the AGW baseline). They only
 depend on where each query's true matches rank among the gallery entries the protocol keeps, so no
-gallery row is ever sorted: each row's distances are cut into histogram bins (a monotone map of the
-distance), the entries in bins below a match are counted, and only the few entries that share a bin
-with a match are compared exactly. Queries are processed in chunks, and ``evaluate_features`` computes
-each chunk's distances on the fly, so memory stays bounded at MSMT17 scale (82k gallery images).
+gallery row is ever sorted: only entries no farther than the query's farthest match can precede one,
+those are cut into histogram bins (a monotone map of the distance), the entries in bins below a match
+are counted, and only the few entries that share a bin with a match are compared exactly. Queries are
+processed in chunks, and ``evaluate_features`` computes each chunk's distances on the fly, so memory
+stays bounded at MSMT17 scale (82k gallery images).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Working memory per (query, gallery) entry of a chunk: the distances, their bin positions (float),
-# the int64 bin indices, a boolean mask, and for features the matmul's output. Chunks of queries are
-# sized so that rows x gallery x this stays under the byte budget.
+# Working memory per (query, gallery) entry of a chunk, with room to spare: the float32 distances (the
+# matmul writes into them; a matrix's rows are copied), a boolean mask, and the picked entries' indices,
+# values and bins (a few percent of the entries for a useful model, all of them at worst). Chunks of
+# queries are sized so that rows x gallery x this stays under the byte budget.
 _BYTES_PER_ENTRY = 32
 _DEFAULT_BYTE_BUDGET = 256 * 1024**2
 # Bins per row between its smallest distance and its farthest match. More bins leave fewer entries to
