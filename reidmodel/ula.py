@@ -123,7 +123,11 @@ def _jaccard_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
         overlapping = encoding.jaccard_graph(upper=True).data
         eps = _pair_quantile(np.sort(overlapping), num * (num - 1) // 2, cfg.eps_quantile, rest=1.0)
     graph = None if eps >= 1 else encoding.jaccard_graph(eps)
-    return graph, eps, encoding.jaccard_rows
+
+    def intra_sums(clusters: list[np.ndarray]) -> list:
+        return [_block_sum(encoding.jaccard_rows, members) for members in clusters]
+
+    return graph, eps, intra_sums
 
 
 def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
@@ -146,18 +150,18 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
         block = pairwise_distances(
             (operand[0][start:stop], operand[1][start:stop]), (operand[0][start:], operand[1][start:]), "euclidean"
         ).numpy()
-        block[np.tril_indices(stop - start)] = np.inf  # the pair (i, j) once, i < j
+        block[:, : stop - start][np.tri(stop - start, dtype=bool)] = np.inf  # the pair (i, j) once, i < j
+        if needed is not None:
+            candidates = block.ravel() if limit == np.inf else block[block <= limit]
+            if kept + len(candidates) > needed:
+                # Keep the `needed` smallest so far (and ties): nothing beyond can reach the quantile.
+                limit = float(np.partition(np.concatenate(values + [candidates]), needed - 1)[needed - 1])
+                for i, part in enumerate(values):
+                    within = part <= limit
+                    rows[i], cols[i], values[i] = rows[i][within], cols[i][within], part[within]
+            del candidates
         flat = np.flatnonzero(block <= limit)
         found = block.ravel()[flat]
-        if needed is not None and kept + len(found) > needed:
-            # Keep the `needed` smallest seen so far (and ties): nothing beyond can reach the quantile.
-            found_all = np.concatenate(values + [found])
-            limit = float(np.partition(found_all, needed - 1)[needed - 1])
-            within = found <= limit
-            flat, found = flat[within], found[within]
-            for i, part in enumerate(values):
-                within = part <= limit
-                rows[i], cols[i], values[i] = rows[i][within], cols[i][within], part[within]
         width = num - start
         rows.append((flat // width + start).astype(np.int32))
         cols.append((flat % width + start).astype(np.int32))
@@ -172,10 +176,38 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
         rows, cols, values = rows[within], cols[within], values[within]
 
     def distances(members: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        chosen = torch.from_numpy(features)
-        return compute_distance_matrix(chosen[members], chosen[columns]).numpy()
+        return compute_distance_matrix(torch.from_numpy(features[members]), torch.from_numpy(features[columns])).numpy()
 
-    return _symmetric_graph(rows, cols, values, num), eps, distances
+    def intra_sums(clusters: list[np.ndarray]) -> list:
+        # Clusters of one size are batched (size ties are what asks for these sums): one bmm per batch.
+        sums = [None] * len(clusters)
+        by_size: dict[int, list[int]] = {}
+        for i, members in enumerate(clusters):
+            by_size.setdefault(len(members), []).append(i)
+        for size, indices in by_size.items():
+            if size > _TIE_ROWS:
+                for i in indices:
+                    sums[i] = _block_sum(distances, clusters[i])
+                continue
+            step = max(1, _BLOCK_BYTES // (4 * size * max(size, features.shape[1])))
+            for start in range(0, len(indices), step):
+                batch = indices[start : start + step]
+                x = torch.from_numpy(features[np.stack([clusters[i] for i in batch])])  # [batch, size, D]
+                norms = x.pow(2).sum(2)
+                squared = (norms[:, :, None] + norms[:, None, :]).baddbmm_(x, x.transpose(1, 2), alpha=-2)
+                for i, total in zip(batch, squared.clamp_(min=0).sqrt_().sum((1, 2)).numpy(), strict=True):
+                    sums[i] = total
+        return sums
+
+    return _symmetric_graph(rows, cols, values, num), eps, intra_sums
+
+
+def _block_sum(distances: Callable, members: np.ndarray):
+    """Sum of the members' pairwise distance block (float32, like the dense block's sum), by row blocks."""
+    total = np.float32(0)
+    for start in range(0, len(members), _TIE_ROWS):
+        total += distances(members[start : start + _TIE_ROWS], members).sum()
+    return total
 
 
 def _symmetric_graph(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, num: int) -> sp.csr_matrix:
@@ -210,31 +242,29 @@ def _pair_quantile(smallest: np.ndarray, num_pairs: int, quantile: float, rest: 
     return float(value)
 
 
-def _largest_clusters(cluster_ids: np.ndarray, distances: Callable, num_classes: int) -> list[int]:
+def _largest_clusters(cluster_ids: np.ndarray, intra_sums: Callable, num_classes: int) -> list[int]:
     """The num_classes largest DBSCAN clusters; ties go to the densest (smallest mean intra distance).
 
-    ``distances(rows, cols)`` gives a dense block of the clustering distance. Means are only computed
-    where they decide something: for clusters whose size another cluster shares, at sizes that reach
-    into the num_classes kept. They sum the same distances as the dense matrix block did, in row
-    blocks of _TIE_ROWS (identical sums for clusters of at most that many members).
+    ``intra_sums(member lists)`` gives the sum of each cluster's pairwise distances. Means are only
+    computed where they decide something: for clusters whose size another cluster shares, at sizes that
+    reach into the num_classes kept (elsewhere the order is that of the sizes alone). The Jaccard sums are
+    those of the dense matrix's blocks, bit for bit, for clusters of up to _TIE_ROWS members; the
+    Euclidean ones sum the same distances from a matmul of the members only (equal up to float rounding).
     """
     clusters, sizes = np.unique(cluster_ids[cluster_ids >= 0], return_counts=True)
     if len(clusters) == 0:
         return []
     cutoff = np.sort(sizes)[::-1][min(num_classes, len(sizes)) - 1]
     distinct, counts = np.unique(sizes, return_counts=True)
-    shared = counts[np.searchsorted(distinct, sizes)] > 1
-    ranking = []
-    for cluster, size, tied in zip(clusters, sizes, shared, strict=True):
-        mean_distance = 0.0
-        pairs = size * (size - 1)
-        if tied and size >= cutoff and pairs:
-            members = np.flatnonzero(cluster_ids == cluster)
-            total = 0.0
-            for start in range(0, size, _TIE_ROWS):
-                total += distances(members[start : start + _TIE_ROWS], members).sum()
-            mean_distance = total / pairs
-        ranking.append((-int(size), float(mean_distance), int(cluster)))
+    decides = (counts[np.searchsorted(distinct, sizes)] > 1) & (sizes >= cutoff) & (sizes > 1)
+    chosen = np.flatnonzero(decides)
+    order = np.argsort(cluster_ids, kind="stable")  # members of every cluster, grouped, ascending
+    first = np.searchsorted(cluster_ids[order], clusters)
+    sums = intra_sums([order[first[i] : first[i] + sizes[i]] for i in chosen])
+    means = [0.0] * len(clusters)
+    for i, total in zip(chosen, sums, strict=True):
+        means[i] = float(total / (sizes[i] * (sizes[i] - 1)))  # the dense path's arithmetic
+    ranking = [(-int(size), mean, int(cluster)) for cluster, size, mean in zip(clusters, sizes, means, strict=True)]
     return [cluster for _, _, cluster in sorted(ranking)[:num_classes]]
 
 
