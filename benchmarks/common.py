@@ -10,6 +10,7 @@ import platform
 import resource
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 # Feature model: identity centre + a camera's bias + noise, in 2048-d (ResNet-50's BNNeck width). With
-# these weights the nearest-neighbour structure is that of a usefully trained model (Market-sized:
-# mAP about 30-50%, rank-1 about 70%), neither trivially separable nor random.
+# these weights the nearest-neighbour structure is that of a usefully trained model (at Market size:
+# mAP about 30%, rank-1 about 70%, mINP a few %), neither trivially separable nor random.
 DIM = 2048
 CAMERA_WEIGHT = 0.8
 NOISE = 0.05
@@ -132,24 +133,40 @@ def in_child(function: Callable, *args, threads: int = 2) -> dict:
 
     Children are forked from a server that has imported the benchmark modules (torch, NumPy, SciPy,
     scikit-learn, reidmodel) once and run nothing, so each measurement starts from the same small
-    footprint and its peak RSS (getrusage in the child) is its own.
+    footprint and its peak RSS (getrusage in the child) is its own. A plain (not daemonic) process,
+    so that a measured data loader may start its own workers.
     """
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
         _CONTEXT.set_forkserver_preload(["benchmarks.scale", "benchmarks.training"])  # and all they import
-    with _CONTEXT.Pool(1) as pool:
-        return pool.apply(_child, (function, args, threads))
+    reader, writer = _CONTEXT.Pipe(duplex=False)
+    process = _CONTEXT.Process(target=_child, args=(function, args, threads, writer))
+    process.start()
+    writer.close()
+    try:
+        outcome = reader.recv()
+    except EOFError:
+        outcome = RuntimeError(f"{function.__name__} died without a result (exit code {process.join() or process.exitcode})")
+    process.join()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
-def _child(function: Callable, args: tuple, threads: int) -> dict:
-    torch.set_num_threads(threads)
-    logging.getLogger("reidmodel").setLevel(logging.ERROR)  # ULA's per-call summary lines
-    start = rss_mb()
-    result = function(*args)
-    result["child_start_rss_mb"] = start
-    result["peak_rss_mb"] = peak_rss_mb()
-    return result
+def _child(function: Callable, args: tuple, threads: int, writer) -> None:
+    try:
+        torch.set_num_threads(threads)
+        logging.getLogger("reidmodel").setLevel(logging.ERROR)  # ULA's per-call summary lines
+        start = rss_mb()
+        result = function(*args)
+        result["child_start_rss_mb"] = start
+        result["peak_rss_mb"] = peak_rss_mb()
+        writer.send(result)
+    except BaseException as exc:  # report it to the parent, with where it happened
+        writer.send(RuntimeError(f"{function.__name__} failed: {''.join(traceback.format_exception(exc))}"))
+    finally:
+        writer.close()
 
 
 def machine() -> dict:

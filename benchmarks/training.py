@@ -4,6 +4,7 @@ repeats one pre-made batch (no data work at all), on the same model and optimise
 from __future__ import annotations
 
 import itertools
+import os
 import statistics
 import time
 
@@ -30,6 +31,8 @@ SETTINGS = (
 
 def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threads: int) -> dict:
     config = apply_overrides(preset(name), {**overrides, "runtime.threads": threads})
+    # The paper preset's 4 loader workers, at most one per CPU of this machine.
+    config = apply_overrides(config, {"data.workers": min(config.data.workers, os.cpu_count() or 1)})
     domain = load_domain(config, config.data.source)
     num_ids = domain.dataset.num_train_pids
     model = build_model(config.model, num_ids)
