@@ -1,6 +1,7 @@
 """Does data loading keep up with the model? Writes results/data_throughput.md.
 
     python benchmarks/data_throughput.py [--threads 2] [--epochs 3]
+    python -m benchmarks.run --only data       (the same, as a part of the benchmark suite)
 
 Compares, on the same model, batch size and input size (the CPU preset on the synthetic market domain):
 - a bare loop: forward + loss + backward + step on one pre-made batch, no data work at all;
@@ -33,7 +34,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/data_throughput.md"))
-    args = parser.parse_args()
+    print(run(parser.parse_args())["text"])
+
+
+def part(ctx) -> dict:
+    """The suite's ``data`` part: this benchmark as it runs alone, its report next to the suite's."""
+    args = argparse.Namespace(threads=ctx.threads, epochs=3, out=Path(ctx.out_dir) / "data_throughput.md")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     config = apply_overrides(preset("cpu"), {"runtime.threads": args.threads})
     domain = load_domain(config, config.data.source)
@@ -93,7 +103,8 @@ def main() -> None:
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    print(text)
+    return {"text": text, "path": str(args.out), "bare": bare_rate, "real": real_rate, "loader": loader_rate,
+            "ratio": ratio}
 
 
 if __name__ == "__main__":

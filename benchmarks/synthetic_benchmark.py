@@ -1,6 +1,7 @@
 """Calibration of the embedded synthetic benchmark: writes results/synthetic_benchmark.md.
 
     python benchmarks/synthetic_benchmark.py [--threads 2] [--out results/synthetic_benchmark.md]
+    python -m benchmarks.run --only synthetic      (the same, as a part of the benchmark suite)
 
 For both directions with the CPU preset it runs the full method (CSAM-ReID + ULA + KD) and reads off:
 the supervised upper bound (the source model evaluated on its own domain's query/gallery: trained on that
@@ -40,7 +41,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/synthetic_benchmark.md"))
-    args = parser.parse_args()
+    print(run(parser.parse_args())["text"])
+
+
+def part(ctx) -> dict:
+    """The suite's ``synthetic`` part (tens of minutes): this benchmark as it runs alone."""
+    return run(argparse.Namespace(threads=ctx.threads, out=Path(ctx.out_dir) / "synthetic_benchmark.md"))
+
+
+def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     rows, per_cycle, timings = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +86,9 @@ def main() -> None:
         row["supervised on the target"] = supervised[row["direction"].split("->")[1]]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _write_csv(args.out.with_suffix(".csv"), per_cycle)
-    args.out.write_text(_markdown(rows, per_cycle, timings, args))
-    print(args.out.read_text())
+    text = _markdown(rows, per_cycle, timings, args)
+    args.out.write_text(text)
+    return {"text": text, "path": str(args.out), "timings": timings}
 
 
 def _markdown(rows, per_cycle, timings, args) -> str:

@@ -1,7 +1,12 @@
 """Re-ID evaluation: feature extraction, distance matrices and the Market-1501 CMC / mAP / mINP protocol.
 
-The ranking metrics follow torchreid's ``eval_market1501`` (and mINP from the AGW baseline) but are
-vectorised over chunks of queries instead of looping over them in Python.
+The ranking metrics follow torchreid's ``eval_market1501`` (and mINP from the AGW baseline). They only
+depend on where each query's true matches rank among the gallery entries the protocol keeps, so no
+gallery row is ever sorted: only entries no farther than the query's farthest match can precede one,
+those are cut into histogram bins (a monotone map of the distance), the entries in bins below a match
+are counted, and only the few entries that share a bin with a match are compared exactly. Queries are
+processed in chunks, and ``evaluate_features`` computes each chunk's distances on the fly, so memory
+stays bounded at MSMT17 scale (82k gallery images).
 """
 
 from __future__ import annotations
@@ -13,11 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Peak working memory per (query, gallery) entry while a chunk is ranked, measured with tracemalloc:
-# the int64 argsort, gathered int32 pids and camids, boolean masks, int32 cumulative counts and the
-# float64 precisions. Chunks of queries are sized so that rows x gallery x this stays under the budget.
-_BYTES_PER_ENTRY = 48
+# Working memory per (query, gallery) entry of a chunk, with room to spare: the float32 distances (the
+# matmul writes into them; a matrix's rows are copied), a boolean mask, and the picked entries' indices,
+# values and bins (a few percent of the entries for a useful model, all of them at worst). Chunks of
+# queries are sized so that rows x gallery x this stays under the byte budget.
+_BYTES_PER_ENTRY = 32
 _DEFAULT_BYTE_BUDGET = 256 * 1024**2
+# Bins per row between its smallest distance and its farthest match. More bins leave fewer entries to
+# compare exactly but make the per-row histogram longer; 4096 keeps both small at Market/MSMT17 sizes.
+_BINS = 4096
+# Cap on bins per distance unit, for a row whose matches all sit at its smallest distance (span 0).
+_MAX_SCALE = 1e30
+_NORM_ROWS = 8192  # rows whose squared norms are computed at once (no full-size temporary)
 
 JUNK_PID = -1
 
@@ -26,19 +38,47 @@ def compute_distance_matrix(
     qf: torch.Tensor, gf: torch.Tensor, metric: Literal["euclidean", "cosine"] = "euclidean"
 ) -> torch.Tensor:
     """Pairwise [Q, G] distances; Euclidean via the squared expansion, cosine as 1 - cos."""
-    qf = torch.as_tensor(qf, dtype=torch.float32)
-    gf = torch.as_tensor(gf, dtype=torch.float32)
-    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(
-            f"features must be [Q, D] and [G, D] with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}"
-        )
+    qf, gf = _check_features(qf, gf)
+    return pairwise_distances(prepare_operand(qf, metric), prepare_operand(gf, metric), metric)
+
+
+def prepare_operand(features: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What one side of ``pairwise_distances`` needs: (features, squared norms) or (unit features, None).
+
+    Computed once for a gallery that many chunks of queries are compared against.
+    """
     if metric == "euclidean":
-        squared = qf.pow(2).sum(1, keepdim=True) + gf.pow(2).sum(1).unsqueeze(0) - 2 * qf @ gf.t()
-        # Rounding makes some near-zero squared distances slightly negative; sqrt would give NaN.
-        return squared.clamp_(min=0).sqrt_()
+        norms = torch.cat([features[s : s + _NORM_ROWS].pow(2).sum(1) for s in range(0, len(features), _NORM_ROWS)])
+        return features, norms
     if metric == "cosine":
-        return 1 - F.normalize(qf, dim=1) @ F.normalize(gf, dim=1).t()
+        return F.normalize(features, dim=1), None
     raise ValueError(f"unknown distance metric {metric!r}: use 'euclidean' or 'cosine'")
+
+
+def pairwise_distances(query: tuple, gallery: tuple, metric: str, squared: bool = False) -> torch.Tensor:
+    """[q, g] distances (or their squares) between two operands of ``prepare_operand``, in one buffer."""
+    if metric == "euclidean":
+        out = (query[1][:, None] + gallery[1][None, :]).addmm_(query[0], gallery[0].t(), alpha=-2)
+        # Rounding makes some near-zero squared distances slightly negative; sqrt would give NaN.
+        out.clamp_(min=0)
+        return out if squared else out.sqrt_()
+    out = (query[0] @ gallery[0].t()).neg_().add_(1)
+    return out.pow_(2) if squared else out
+
+
+def paired_distances(first: tuple, second: tuple, metric: str, squared: bool = False) -> torch.Tensor:
+    """[n] distances between row i of one operand and row i of another (same formula, no matrix)."""
+    dots = torch.einsum("nd,nd->n", first[0], second[0])
+    if metric == "euclidean":
+        out = (first[1] + second[1]).sub_(dots, alpha=2).clamp_(min=0)
+        return out if squared else out.sqrt_()
+    out = dots.neg_().add_(1)
+    return out.pow_(2) if squared else out
+
+
+def select_operand(operand: tuple, rows: torch.Tensor) -> tuple:
+    """The rows ``rows`` of an operand of ``prepare_operand``."""
+    return operand[0].index_select(0, rows), None if operand[1] is None else operand[1].index_select(0, rows)
 
 
 @torch.no_grad()
@@ -70,71 +110,244 @@ def evaluate_rank(
     max_rank: int = 50,
     byte_budget: int = _DEFAULT_BYTE_BUDGET,
 ) -> dict:
-    """CMC, mAP and mINP under the Market-1501 protocol.
+    """CMC, mAP and mINP under the Market-1501 protocol, from a [Q, G] distance matrix.
 
     Per query, gallery entries with the same pid and camera are removed (they are trivially easy),
     junk (pid -1) is removed, distractors (pid 0) stay as negatives, and a query with no remaining
-    match is skipped. Ties in distance are broken by gallery index (stable sort). Queries are ranked
-    in chunks whose working memory stays under ``byte_budget`` bytes (256 MiB by default: about 350
-    queries against Market's 15913 gallery images).
+    match is skipped. Ties in distance are broken by gallery index (as a stable sort would). Queries
+    are ranked in chunks whose working memory stays under ``byte_budget`` bytes (256 MiB by default:
+    about 500 queries against Market's 15913 gallery images). Callers holding features rather than a
+    matrix should use ``evaluate_features``, which never builds the matrix.
     """
-    distmat = as_numpy(distmat)
-    q_pids, g_pids = as_numpy(q_pids).astype(np.int32), as_numpy(g_pids).astype(np.int32)
-    q_camids, g_camids = as_numpy(q_camids).astype(np.int32), as_numpy(g_camids).astype(np.int32)
-    if distmat.ndim != 2:
-        raise ValueError(f"distmat must be a [num_query, num_gallery] matrix, got shape {distmat.shape}")
+    if isinstance(distmat, torch.Tensor):
+        distmat = distmat.detach()
+    else:
+        distmat = torch.from_numpy(np.asarray(distmat))
+    if not distmat.is_floating_point():
+        distmat = distmat.double()  # exact for the integers a caller could pass
+    elif distmat.dtype in (torch.float16, torch.bfloat16):
+        distmat = distmat.float()
+    if distmat.dim() != 2:
+        raise ValueError(f"distmat must be a [num_query, num_gallery] matrix, got shape {tuple(distmat.shape)}")
     num_q, num_g = distmat.shape
+    ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_q, num_g, "distmat rows", "distmat columns")
+    return _evaluate(lambda rows: distmat.index_select(0, rows.to(distmat.device)), num_q, num_g, ids, max_rank,
+                     byte_budget)
+
+
+def evaluate_features(
+    qf,
+    gf,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    max_rank: int = 50,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    byte_budget: int = _DEFAULT_BYTE_BUDGET,
+) -> dict:
+    """``evaluate_rank`` of ``compute_distance_matrix(qf, gf, metric)`` without building that matrix.
+
+    Each chunk of queries gets its distances from one float32 matmul against the gallery, on the
+    features' device, and is ranked at once; peak memory is the features plus ``byte_budget``. The
+    numbers equal ``evaluate_rank`` of the full matrix, up to the last bit of the matmul (a BLAS may
+    round a chunk of rows differently from the full product), which only matters for exact ties.
+    """
+    qf, gf = _check_features(qf, gf)
+    num_q, num_g = len(qf), len(gf)
+    ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_q, num_g, "query features", "gallery features")
+    gallery = prepare_operand(gf, metric)
+
+    def rows(indices: torch.Tensor) -> torch.Tensor:
+        return pairwise_distances(prepare_operand(qf[indices.to(qf.device)], metric), gallery, metric)
+
+    return _evaluate(rows, num_q, num_g, ids, max_rank, byte_budget)
+
+
+def _check_features(qf, gf) -> tuple[torch.Tensor, torch.Tensor]:
+    qf = torch.as_tensor(qf, dtype=torch.float32)
+    gf = torch.as_tensor(gf, dtype=torch.float32, device=qf.device)
+    if qf.dim() != 2 or gf.dim() != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(
+            f"features must be [Q, D] and [G, D] with the same D, got {tuple(qf.shape)} and {tuple(gf.shape)}"
+        )
+    return qf, gf
+
+
+def _check_ids(q_pids, g_pids, q_camids, g_camids, num_q: int, num_g: int, q_name: str, g_name: str):
+    q_pids, g_pids = as_numpy(q_pids).astype(np.int64), as_numpy(g_pids).astype(np.int64)
+    q_camids, g_camids = as_numpy(q_camids).astype(np.int64), as_numpy(g_camids).astype(np.int64)
     if q_pids.shape != (num_q,) or q_camids.shape != (num_q,):
-        raise ValueError(f"q_pids and q_camids must have length {num_q} (distmat rows), got "
+        raise ValueError(f"q_pids and q_camids must have length {num_q} ({q_name}), got "
                          f"{q_pids.shape} and {q_camids.shape}")
     if g_pids.shape != (num_g,) or g_camids.shape != (num_g,):
-        raise ValueError(f"g_pids and g_camids must have length {num_g} (distmat columns), got "
+        raise ValueError(f"g_pids and g_camids must have length {num_g} ({g_name}), got "
                          f"{g_pids.shape} and {g_camids.shape}")
-    if max_rank < 1:
-        raise ValueError(f"max_rank={max_rank} must be >= 1")
     if num_g == 0:
         raise ValueError("the gallery is empty: evaluate against a non-empty gallery")
+    return q_pids, g_pids, q_camids, g_camids
 
-    chunk = max(1, byte_budget // (num_g * _BYTES_PER_ENTRY))
-    ranks = np.arange(1, max_rank + 1)
-    cmc_sum = np.zeros(max_rank, dtype=np.float64)
-    ap_sum = inp_sum = 0.0
-    num_valid = 0
-    for start in range(0, num_q, chunk):
-        rows = slice(start, start + chunk)
-        order = np.argsort(distmat[rows], axis=1, kind="stable")
-        ranked_pids = g_pids[order]
-        same_pid = ranked_pids == q_pids[rows, None]
-        keep = ~((same_pid & (g_camids[order] == q_camids[rows, None])) | (ranked_pids == JUNK_PID))
-        del order, ranked_pids
-        matches = same_pid & keep
-        num_matches = matches.sum(1)
-        valid = num_matches > 0
-        if not valid.any():
-            continue
-        keep, matches, num_matches = keep[valid], matches[valid], num_matches[valid]
-        # 1-based rank among the kept gallery entries, and the number of matches up to each position.
-        kept_rank = np.cumsum(keep, axis=1, dtype=np.int32)
-        hits = np.cumsum(matches, axis=1, dtype=np.int32)
-        match_ranks = np.where(matches, kept_rank, 0)
-        first_rank = np.where(matches, kept_rank, np.iinfo(np.int32).max).min(1)
-        last_rank = match_ranks.max(1)
-        # Ranks beyond the gallery size count like the last rank, which is a hit for a valid query.
-        cmc_sum += (first_rank[:, None] <= ranks[None, :]).sum(0)
-        precision_at_hits = np.divide(hits, match_ranks, out=np.zeros(hits.shape), where=matches)
-        ap_sum += (precision_at_hits.sum(1) / num_matches).sum()
-        inp_sum += (num_matches / last_rank).sum()
-        num_valid += int(valid.sum())
 
-    if num_valid == 0:
+def _evaluate(rows_of, num_q: int, num_g: int, ids, max_rank: int, byte_budget: int) -> dict:
+    """Metrics from ``rows_of(query indices) -> [len, G] distances``, over chunks of the valid queries."""
+    if max_rank < 1:
+        raise ValueError(f"max_rank={max_rank} must be >= 1")
+    q_pids, g_pids, q_camids, g_camids = ids
+    pairs = _SamePidPairs(*ids)
+    valid = np.flatnonzero(pairs.num_matches > 0)
+    if len(valid) == 0:
         raise ValueError("no query has a valid gallery match (same pid, other camera): check the query/gallery split")
+    junk = torch.from_numpy(np.flatnonzero(g_pids == JUNK_PID))
+    chunk = max(1, byte_budget // (num_g * _BYTES_PER_ENTRY))
+    cmc_hits = np.zeros(max_rank + 1, dtype=np.int64)
+    ap_sum = inp_sum = 0.0
+    for start in range(0, len(valid), chunk):
+        queries = valid[start : start + chunk]
+        dist = rows_of(torch.from_numpy(queries))
+        match_rows, match_cols, removed_rows, removed_cols = pairs.chunk(queries)
+        rows, ranks = _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk)
+        # Rows with a non-finite match or a -inf entry are ranked by a stable sort of the row instead,
+        # exactly as before; they only appear with diverged features.
+        for row in np.setdiff1d(np.arange(len(queries)), rows):
+            query = queries[row]
+            row_ranks = _sorted_ranks(as_numpy(dist[row]), q_pids[query], q_camids[query], g_pids, g_camids)
+            rows = np.concatenate([rows, np.full(len(row_ranks), row)])
+            ranks = np.concatenate([ranks, row_ranks])
+        first, ap, inp = _row_metrics(rows, ranks, len(queries))
+        cmc_hits += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
+        ap_sum += ap.sum()
+        inp_sum += inp.sum()
+    num_valid = len(valid)
+    # Ranks beyond the gallery size count like the last rank, which is a hit for a valid query.
     return {
-        "cmc": cmc_sum / num_valid,
+        "cmc": np.cumsum(cmc_hits[:max_rank]) / num_valid,
         "mAP": float(ap_sum / num_valid),
         "mINP": float(inp_sum / num_valid),
         "num_valid_queries": num_valid,
         "num_skipped_queries": num_q - num_valid,
     }
+
+
+class _SamePidPairs:
+    """Every (query, gallery) pair with the same pid: the query's matches (other camera, not junk) and
+    the entries the protocol removes (same camera). Sorted by query, then gallery index."""
+
+    def __init__(self, q_pids, g_pids, q_camids, g_camids):
+        order = np.argsort(g_pids, kind="stable")
+        sorted_pids = g_pids[order]
+        first = np.searchsorted(sorted_pids, q_pids, "left")
+        counts = np.searchsorted(sorted_pids, q_pids, "right") - first
+        self.rows = np.repeat(np.arange(len(q_pids)), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        self.cols = order[np.repeat(first, counts) + within]
+        self.is_match = (g_camids[self.cols] != q_camids[self.rows]) & (q_pids[self.rows] != JUNK_PID)
+        self.num_matches = np.bincount(self.rows[self.is_match], minlength=len(q_pids))
+        self.ptr = np.concatenate([[0], np.cumsum(counts)])
+        self.num_queries = len(q_pids)
+
+    def chunk(self, queries: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """(row, col) of the matches and of the removed entries, rows local to ``queries`` (ascending)."""
+        span = slice(self.ptr[queries[0]], self.ptr[queries[-1] + 1])
+        local = np.full(self.num_queries, -1)
+        local[queries] = np.arange(len(queries))
+        rows, cols, is_match = local[self.rows[span]], self.cols[span], self.is_match[span]
+        inside = rows >= 0
+        match, removed = inside & is_match, inside & ~is_match
+        return tuple(torch.from_numpy(a) for a in (rows[match], cols[match], rows[removed], cols[removed]))
+
+
+def _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk):
+    """(row, rank) NumPy arrays for every match of the rows ranked here; ``dist`` is overwritten.
+
+    The rank is 1-based among the gallery entries the protocol keeps, ties broken by gallery index.
+    Only entries no farther than a row's farthest match can precede a match, so those are picked out
+    first (a small share of the row for a useful model) and handled in NumPy: they are binned between
+    the row's smallest distance and its farthest match, the bins below each match's bin are counted,
+    and the entries in a match's own bin are ordered exactly. NaN entries are never picked, which
+    ranks them last as a sort would; a row with a non-finite match or a -inf entry is left out (the
+    caller sorts it).
+    """
+    device = dist.device
+    num_rows, num_g = dist.shape
+    match_rows, match_cols = match_rows.numpy(), match_cols.numpy()
+    match_flat = match_rows * num_g + match_cols
+    match_dist = torch.take(dist, torch.from_numpy(match_flat).to(device)).cpu().numpy()
+    high = np.full(num_rows, -np.inf, dtype=match_dist.dtype)
+    np.maximum.at(high, match_rows, match_dist)
+    # Removed entries go past every finite match and so out of every count.
+    if len(junk):
+        dist.index_fill_(1, junk.to(device), torch.inf)
+    dist.view(-1).index_fill_(0, (removed_rows * num_g + removed_cols).to(device), torch.inf)
+    flat = _flat_nonzero(dist <= torch.from_numpy(high).to(device)[:, None])  # row-major, columns ascending
+    values = torch.take(dist, flat).cpu().numpy()
+    flat = flat.cpu().numpy()
+    rows = flat // num_g
+    cols = flat - rows * num_g
+    counts = np.bincount(rows, minlength=num_rows)
+    low = np.full(num_rows, np.inf, dtype=values.dtype)
+    picked = counts > 0  # the row's smallest distance is always picked, unless the row is left out
+    low[picked] = np.minimum.reduceat(values, (np.cumsum(counts) - counts)[picked])
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        span = high - low
+        finite = np.isfinite(low) & np.isfinite(high) & np.isfinite(span)
+        if not finite.all():
+            keep, keep_match = finite[rows], finite[match_rows]
+            rows, cols, values = rows[keep], cols[keep], values[keep]
+            match_rows, match_flat, match_dist = match_rows[keep_match], match_flat[keep_match], match_dist[keep_match]
+        scale = np.minimum((_BINS - 1) / np.where(finite, span, 1), _MAX_SCALE).astype(values.dtype)
+    low = np.where(finite, low, 0).astype(values.dtype)
+
+    def bin_of(rows, values):  # monotone in the value within a row; one formula for entries and matches
+        positions = np.clip((values - low[rows]) * scale[rows], 0, _BINS - 1)
+        return positions.astype(np.int64) + rows * _BINS
+
+    bins = bin_of(rows, values)
+    below = np.cumsum(np.bincount(bins, minlength=num_rows * _BINS))  # entries up to each flat bin, inclusive
+    shares_bin = np.zeros(num_rows * _BINS, dtype=bool)
+    shares_bin[bin_of(match_rows, match_dist)] = True
+    tied = np.flatnonzero(shares_bin[bins])
+    rows, cols, values, bins = rows[tied], cols[tied], values[tied], bins[tied]
+    order = np.lexsort((cols, values, rows))  # by row, distance, gallery index
+    rows, cols, bins = rows[order], cols[order], bins[order]
+    position = np.arange(len(rows))
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = bins[1:] != bins[:-1]  # a bin index holds its row
+    group_start = np.maximum.accumulate(np.where(starts, position, 0))
+    is_match = np.isin(rows * num_g + cols, match_flat)
+    # Entries in the row's lower bins (the flat counts before this bin, less those before the row) + the
+    # entries before this one in its own bin + itself.
+    before_bin = below[bins - 1] - np.where(rows > 0, below[rows * _BINS - 1], 0)
+    before_bin = np.where(bins % _BINS > 0, before_bin, 0)
+    ranks = before_bin + (position - group_start) + 1
+    return rows[is_match], ranks[is_match]
+
+
+def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the True entries, ascending (NumPy's is several times faster than torch's on CPU)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.view(-1).nonzero().squeeze(1)
+
+
+def _sorted_ranks(row: np.ndarray, q_pid, q_camid, g_pids, g_camids) -> np.ndarray:
+    """Ranks of a query's matches by a stable sort of its distance row (the protocol written out)."""
+    order = np.argsort(row, kind="stable")
+    pids = g_pids[order]
+    same_pid = pids == q_pid
+    keep = ~((same_pid & (g_camids[order] == q_camid)) | (pids == JUNK_PID))
+    return np.cumsum(keep)[same_pid & keep]
+
+
+def _row_metrics(rows: np.ndarray, ranks: np.ndarray, num_rows: int):
+    """First-match rank, AP and INP per row from (row, rank) pairs; every row has at least one match."""
+    order = np.lexsort((ranks, rows))
+    rows, ranks = rows[order], ranks[order].astype(np.int64)
+    counts = np.bincount(rows, minlength=num_rows)
+    starts = np.cumsum(counts) - counts
+    hits = np.arange(1, len(rows) + 1) - starts[rows]  # matches up to and including this one
+    ap = np.bincount(rows, hits / ranks, minlength=num_rows) / counts
+    inp = counts / ranks[starts + counts - 1]
+    return ranks[starts], ap, inp
 
 
 def as_numpy(values) -> np.ndarray:
@@ -144,4 +357,14 @@ def as_numpy(values) -> np.ndarray:
     return np.asarray(values)
 
 
-__all__ = ["as_numpy", "compute_distance_matrix", "evaluate_rank", "extract_features"]
+__all__ = [
+    "as_numpy",
+    "compute_distance_matrix",
+    "evaluate_features",
+    "evaluate_rank",
+    "extract_features",
+    "paired_distances",
+    "pairwise_distances",
+    "prepare_operand",
+    "select_operand",
+]

@@ -46,11 +46,11 @@ from reidmodel.engine import (
     step_schedule,
     train_one_epoch,
 )
-from reidmodel.evaluation import compute_distance_matrix, evaluate_rank, extract_features
+from reidmodel.evaluation import evaluate_features, evaluate_rank, extract_features
 from reidmodel.kd import merge_weights
 from reidmodel.losses import ReIDLoss
 from reidmodel.model import ReIDNet, build_model
-from reidmodel.rerank import re_ranking
+from reidmodel.rerank import re_ranking_features
 from reidmodel.ula import label_adaptation, resolve_num_classes
 
 log = logging.getLogger(__name__)
@@ -309,22 +309,18 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     gallery = extract_features(model, _test_loader(config, domain, "gallery"), device)
     for split, features in (("query", query), ("gallery", gallery)):
         check_finite(features, f"{domain.dataset.name} {split} features")
-    distance = compute_distance_matrix(query, gallery, config.eval.distance)
-    if config.eval.rerank:
-        distance = re_ranking(
-            distance.numpy(),
-            compute_distance_matrix(query, query, config.eval.distance).numpy(),
-            compute_distance_matrix(gallery, gallery, config.eval.distance).numpy(),
-        )
     dataset = domain.dataset
-    result = evaluate_rank(
-        distance,
+    ids = (
         np.array([r.pid for r in dataset.query]),
         np.array([r.pid for r in dataset.gallery]),
         np.array([r.camid for r in dataset.query]),
         np.array([r.camid for r in dataset.gallery]),
-        max_rank=config.eval.max_rank,
     )
+    if config.eval.rerank:
+        distance = re_ranking_features(query, gallery, metric=config.eval.distance)
+        result = evaluate_rank(distance, *ids, max_rank=config.eval.max_rank)
+    else:  # distances computed a chunk of queries at a time, never the full matrix
+        result = evaluate_features(query, gallery, *ids, max_rank=config.eval.max_rank, metric=config.eval.distance)
     cmc = result["cmc"]
     return {
         "mAP": 100 * result["mAP"],

@@ -10,9 +10,11 @@ so that the caller never fine-tunes on it unknowingly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score
@@ -20,8 +22,8 @@ from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 from sklearn.preprocessing import normalize
 
 from reidmodel.config import ULAConfig
-from reidmodel.evaluation import as_numpy, compute_distance_matrix
-from reidmodel.rerank import jaccard_distance
+from reidmodel.evaluation import as_numpy, compute_distance_matrix, pairwise_distances, prepare_operand
+from reidmodel.rerank import KReciprocalEncoding
 
 logger = logging.getLogger(__name__)
 
@@ -69,19 +71,20 @@ def label_adaptation(
     unit_features = normalize(features)
     clustered = unit_features if cfg.normalize else features
     if cfg.distance == "jaccard":
-        dist = jaccard_distance(clustered, k1=cfg.k1, k2=cfg.k2)
+        graph, eps, distances = _jaccard_neighbourhoods(clustered, cfg)
     else:
-        as_tensor = torch.from_numpy(clustered)
-        dist = compute_distance_matrix(as_tensor, as_tensor, "euclidean").numpy()
-    eps = cfg.eps if cfg.eps_mode == "fixed" else _upper_triangle_quantile(dist, cfg.eps_quantile)
+        graph, eps, distances = _euclidean_neighbourhoods(clustered, cfg)
     if eps <= 0:
         raise ValueError(
             f"eps={eps} derived from ula.eps_quantile={cfg.eps_quantile} is not positive (many duplicate "
             "features): raise ula.eps_quantile or use ula.eps_mode=fixed"
         )
-    cluster_ids = DBSCAN(eps=eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(dist)
+    if graph is None:  # eps reaches every pair: one cluster of all samples, or all noise
+        cluster_ids = np.full(num_samples, 0 if num_samples >= cfg.min_samples else -1, dtype=np.int64)
+    else:
+        cluster_ids = DBSCAN(eps=eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(graph)
 
-    base_clusters = _largest_clusters(cluster_ids, dist, num_classes)
+    base_clusters = _largest_clusters(cluster_ids, distances, num_classes)
     pseudo_labels = np.full(num_samples, UNLABELLED, dtype=np.int64)
     for label, cluster in enumerate(base_clusters):
         pseudo_labels[cluster_ids == cluster] = label
@@ -100,20 +103,168 @@ def label_adaptation(
     return ULAResult(pseudo_labels=pseudo_labels, templates=templates, diagnostics=diagnostics)
 
 
-def _upper_triangle_quantile(dist: np.ndarray, quantile: float) -> float:
-    """Quantile over the distinct pairs (i < j), as MMT derives its eps from the pairwise distances."""
-    return float(np.quantile(dist[np.triu(np.ones(dist.shape, dtype=bool), 1)], quantile))
+# Rows of the distance matrix computed at once while neighbourhoods are collected (float32, as many bytes).
+_BLOCK_BYTES = 128 * 1024**2
+# Members whose pairwise distances are summed at once when sizes tie (bounds the [rows, m] block).
+_TIE_ROWS = 2048
 
 
-def _largest_clusters(cluster_ids: np.ndarray, dist: np.ndarray, num_classes: int) -> list[int]:
-    """The num_classes largest DBSCAN clusters; ties go to the densest (smallest mean intra distance)."""
+def _jaccard_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
+    """The pairs within eps of the k-reciprocal Jaccard distance (sparse), eps, and a block function.
+
+    Pairs whose encodings share nothing are at distance 1, so they are neighbours only when eps >= 1,
+    where every pair is one (returned as graph None).
+    """
+    encoding = KReciprocalEncoding.from_features(features, k1=cfg.k1, k2=cfg.k2)
+    num = len(features)
+    if cfg.eps_mode == "fixed":
+        eps = cfg.eps
+    else:
+        overlapping = encoding.jaccard_graph(upper=True).data
+        eps = _pair_quantile(np.sort(overlapping), num * (num - 1) // 2, cfg.eps_quantile, rest=1.0)
+    graph = None if eps >= 1 else encoding.jaccard_graph(eps)
+
+    def intra_sums(clusters: list[np.ndarray]) -> list:
+        return [_block_sum(encoding.jaccard_rows, members) for members in clusters]
+
+    return graph, eps, intra_sums
+
+
+def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
+    """The pairs within eps of the Euclidean distance (sparse), eps, and a block function.
+
+    Blocks of rows are compared with the rows after them only (each pair once). For eps_mode=quantile
+    the running smallest distances are kept, enough to read the quantile exactly at the end.
+    """
+    operand = prepare_operand(torch.from_numpy(features), "euclidean")
+    num = len(features)
+    num_pairs = num * (num - 1) // 2
+    # np.quantile interpolates between the order statistics floor(v) and floor(v) + 1, v = q (n - 1).
+    needed = None if cfg.eps_mode == "fixed" else min(num_pairs, int(np.floor(cfg.eps_quantile * (num_pairs - 1))) + 2)
+    limit = cfg.eps if needed is None else np.inf
+    rows, cols, values = [], [], []
+    kept = 0
+    step = max(1, _BLOCK_BYTES // (4 * num))
+    for start in range(0, num, step):
+        stop = min(num, start + step)
+        block = pairwise_distances(
+            (operand[0][start:stop], operand[1][start:stop]), (operand[0][start:], operand[1][start:]), "euclidean"
+        ).numpy()
+        block[:, : stop - start][np.tri(stop - start, dtype=bool)] = np.inf  # the pair (i, j) once, i < j
+        if needed is not None:
+            candidates = block.ravel() if limit == np.inf else block[block <= limit]
+            if kept + len(candidates) > needed:
+                # Keep the `needed` smallest so far (and ties): nothing beyond can reach the quantile.
+                limit = float(np.partition(np.concatenate(values + [candidates]), needed - 1)[needed - 1])
+                for i, part in enumerate(values):
+                    within = part <= limit
+                    rows[i], cols[i], values[i] = rows[i][within], cols[i][within], part[within]
+            del candidates
+        flat = np.flatnonzero(block <= limit)
+        found = block.ravel()[flat]
+        width = num - start
+        rows.append((flat // width + start).astype(np.int32))
+        cols.append((flat % width + start).astype(np.int32))
+        values.append(found)
+        kept = sum(len(v) for v in values)
+    rows, cols, values = (np.concatenate(a) for a in (rows, cols, values))
+    if needed is None:
+        eps = cfg.eps
+    else:
+        eps = _pair_quantile(np.sort(values), num_pairs, cfg.eps_quantile)
+        within = values <= eps
+        rows, cols, values = rows[within], cols[within], values[within]
+
+    def distances(members: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return compute_distance_matrix(torch.from_numpy(features[members]), torch.from_numpy(features[columns])).numpy()
+
+    def intra_sums(clusters: list[np.ndarray]) -> list:
+        # Clusters of one size are batched (size ties are what asks for these sums): one bmm per batch.
+        sums = [None] * len(clusters)
+        by_size: dict[int, list[int]] = {}
+        for i, members in enumerate(clusters):
+            by_size.setdefault(len(members), []).append(i)
+        for size, indices in by_size.items():
+            if size > _TIE_ROWS:
+                for i in indices:
+                    sums[i] = _block_sum(distances, clusters[i])
+                continue
+            step = max(1, _BLOCK_BYTES // (4 * size * max(size, features.shape[1])))
+            for start in range(0, len(indices), step):
+                batch = indices[start : start + step]
+                x = torch.from_numpy(features[np.stack([clusters[i] for i in batch])])  # [batch, size, D]
+                norms = x.pow(2).sum(2)
+                squared = (norms[:, :, None] + norms[:, None, :]).baddbmm_(x, x.transpose(1, 2), alpha=-2)
+                for i, total in zip(batch, squared.clamp_(min=0).sqrt_().sum((1, 2)).numpy(), strict=True):
+                    sums[i] = total
+        return sums
+
+    return _symmetric_graph(rows, cols, values, num), eps, intra_sums
+
+
+def _block_sum(distances: Callable, members: np.ndarray):
+    """Sum of the members' pairwise distance block (float32, like the dense block's sum), by row blocks."""
+    total = np.float32(0)
+    for start in range(0, len(members), _TIE_ROWS):
+        total += distances(members[start : start + _TIE_ROWS], members).sum()
+    return total
+
+
+def _symmetric_graph(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, num: int) -> sp.csr_matrix:
+    """CSR graph of the pairs (i < j) both ways plus an explicit zero diagonal (each sample is its own
+    neighbour, as in the dense matrix; scikit-learn ignores absent entries but keeps stored zeros)."""
+    diagonal = np.arange(num, dtype=np.int32)
+    all_rows = np.concatenate([rows, cols, diagonal])
+    all_cols = np.concatenate([cols, rows, diagonal])
+    data = np.concatenate([values, values, np.zeros(num, dtype=np.float32)])
+    order = np.lexsort((all_cols, all_rows))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(all_rows, minlength=num))])
+    return sp.csr_matrix((data[order], all_cols[order], indptr), shape=(num, num))
+
+
+def _pair_quantile(smallest: np.ndarray, num_pairs: int, quantile: float, rest: float | None = None) -> float:
+    """np.quantile (linear) of all ``num_pairs`` pairwise distances, from the smallest ones, sorted.
+
+    ``rest`` is the value of the pairs not listed (the Jaccard distance of non-overlapping pairs).
+    The same arithmetic as NumPy's, so eps equals the dense matrix's quantile to the last bit.
+    """
+    virtual = num_pairs * np.asarray(quantile, dtype=np.float64) + (1 + quantile * (1 - 1 - 1)) - 1
+    lower = int(min(max(np.floor(virtual), 0), num_pairs - 1))
+    upper = min(lower + 1, num_pairs - 1)
+
+    def order_statistic(index: int):
+        return smallest[index] if index < len(smallest) else np.float32(rest)
+
+    below, above = order_statistic(lower), order_statistic(upper)
+    gamma = float(virtual - np.floor(virtual))
+    difference = above - below
+    value = above - difference * (1 - gamma) if gamma >= 0.5 else below + difference * gamma
+    return float(value)
+
+
+def _largest_clusters(cluster_ids: np.ndarray, intra_sums: Callable, num_classes: int) -> list[int]:
+    """The num_classes largest DBSCAN clusters; ties go to the densest (smallest mean intra distance).
+
+    ``intra_sums(member lists)`` gives the sum of each cluster's pairwise distances. Means are only
+    computed where they decide something: for clusters whose size another cluster shares, at sizes that
+    reach into the num_classes kept (elsewhere the order is that of the sizes alone). The Jaccard sums are
+    those of the dense matrix's blocks, bit for bit, for clusters of up to _TIE_ROWS members; the
+    Euclidean ones sum the same distances from a matmul of the members only (equal up to float rounding).
+    """
     clusters, sizes = np.unique(cluster_ids[cluster_ids >= 0], return_counts=True)
-    ranking = []
-    for cluster, size in zip(clusters, sizes, strict=True):
-        members = np.flatnonzero(cluster_ids == cluster)
-        pairs = size * (size - 1)
-        mean_distance = dist[np.ix_(members, members)].sum() / pairs if pairs else 0.0
-        ranking.append((-int(size), float(mean_distance), int(cluster)))
+    if len(clusters) == 0:
+        return []
+    cutoff = np.sort(sizes)[::-1][min(num_classes, len(sizes)) - 1]
+    distinct, counts = np.unique(sizes, return_counts=True)
+    decides = (counts[np.searchsorted(distinct, sizes)] > 1) & (sizes >= cutoff) & (sizes > 1)
+    chosen = np.flatnonzero(decides)
+    order = np.argsort(cluster_ids, kind="stable")  # members of every cluster, grouped, ascending
+    first = np.searchsorted(cluster_ids[order], clusters)
+    sums = intra_sums([order[first[i] : first[i] + sizes[i]] for i in chosen])
+    means = [0.0] * len(clusters)
+    for i, total in zip(chosen, sums, strict=True):
+        means[i] = float(total / (sizes[i] * (sizes[i] - 1)))  # the dense path's arithmetic
+    ranking = [(-int(size), mean, int(cluster)) for cluster, size, mean in zip(clusters, sizes, means, strict=True)]
     return [cluster for _, _, cluster in sorted(ranking)[:num_classes]]
 
 

@@ -4,7 +4,7 @@ import torch
 from scipy.spatial.distance import cdist as scipy_cdist
 from torch import nn
 
-from reidmodel.evaluation import compute_distance_matrix, evaluate_rank, extract_features
+from reidmodel.evaluation import compute_distance_matrix, evaluate_features, evaluate_rank, extract_features
 
 
 def _reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
@@ -29,6 +29,33 @@ def _reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
         tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
         all_AP.append(tmp_cmc.sum() / num_rel)
     return np.asarray(all_cmc, dtype=np.float64).mean(0), np.mean(all_AP), np.mean(all_INP), len(all_AP)
+
+
+def _sorted_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
+    """The previous evaluate_rank: a stable argsort of every row, vectorised over all queries."""
+    order = np.argsort(distmat, axis=1, kind="stable")
+    ranked_pids = g_pids[order]
+    same_pid = ranked_pids == q_pids[:, None]
+    keep = ~((same_pid & (g_camids[order] == q_camids[:, None])) | (ranked_pids == -1))
+    matches = same_pid & keep
+    num_matches = matches.sum(1)
+    valid = num_matches > 0
+    keep, matches, num_matches = keep[valid], matches[valid], num_matches[valid]
+    kept_rank = np.cumsum(keep, axis=1)
+    hits = np.cumsum(matches, axis=1)
+    match_ranks = np.where(matches, kept_rank, 0)
+    first_rank = np.where(matches, kept_rank, np.iinfo(np.int64).max).min(1)
+    cmc = (first_rank[:, None] <= np.arange(1, max_rank + 1)[None, :]).mean(0)
+    precision = np.divide(hits, match_ranks, out=np.zeros(hits.shape), where=matches)
+    return {"cmc": cmc, "mAP": (precision.sum(1) / num_matches).mean(),
+            "mINP": (num_matches / match_ranks.max(1)).mean(), "num_valid_queries": int(valid.sum())}
+
+
+def _assert_same(result, expected, tol=1e-9):
+    np.testing.assert_allclose(result["cmc"], expected["cmc"], rtol=0, atol=tol)
+    assert result["mAP"] == pytest.approx(expected["mAP"], abs=tol)
+    assert result["mINP"] == pytest.approx(expected["mINP"], abs=tol)
+    assert result["num_valid_queries"] == expected["num_valid_queries"]
 
 
 def _random_case(seed, num_q=40, num_g=120, num_ids=15, integer=False):
@@ -59,6 +86,62 @@ def test_matches_reference_loop(seed, integer):
     tiny = evaluate_rank(*case, max_rank=20, byte_budget=1)
     np.testing.assert_allclose(tiny["cmc"], result["cmc"], atol=1e-12)
     assert tiny["mAP"] == pytest.approx(result["mAP"], abs=1e-12)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_ranking_equals_full_sort(integer, dtype):
+    # Tie-free and tie-heavy (distances 0..3) matrices, larger galleries, junk and distractors.
+    for seed in range(8):
+        distmat, *ids = _random_case(10 + seed, num_q=30 + seed, num_g=400 + 50 * seed, num_ids=6 + seed,
+                                     integer=integer)
+        expected = _sorted_reference(distmat.astype(dtype), *ids, max_rank=30)
+        for budget in (1, 10_000, 256 * 1024**2):  # one query per chunk, a few, all at once
+            _assert_same(evaluate_rank(distmat.astype(dtype), *ids, max_rank=30, byte_budget=budget), expected)
+
+
+def test_non_finite_rows_rank_as_a_stable_sort_would():
+    distmat, *ids = _random_case(3, num_q=12, num_g=80, num_ids=5)
+    distmat[1, 4] = np.nan
+    distmat[2, :] = np.inf
+    distmat[3, 7] = -np.inf
+    distmat[4, :10] = np.inf
+    _assert_same(evaluate_rank(distmat, *ids, max_rank=10), _sorted_reference(distmat, *ids, max_rank=10))
+
+
+def _features_case(seed, integer, num_q=25, num_g=300, num_ids=8, dim=6):
+    rng = np.random.default_rng(seed)
+    _, q_pids, g_pids, q_camids, g_camids = _random_case(seed, num_q, num_g, num_ids)
+    if integer:  # small integers: distances exact in float32 and full of ties
+        qf, gf = rng.integers(0, 3, (num_q, dim)), rng.integers(0, 3, (num_g, dim))
+    else:
+        qf, gf = rng.normal(size=(num_q, dim)), rng.normal(size=(num_g, dim))
+    return (torch.tensor(qf, dtype=torch.float32), torch.tensor(gf, dtype=torch.float32),
+            q_pids, g_pids, q_camids, g_camids)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("integer", [False, True])
+def test_features_equal_the_matrix_path(metric, integer):
+    if integer and metric == "cosine":
+        pytest.skip("cosine of integer vectors is not exact in float32")
+    for seed in range(4):
+        qf, gf, *ids = _features_case(seed, integer)
+        distmat = compute_distance_matrix(qf, gf, metric)
+        expected = _sorted_reference(distmat.numpy(), *ids, max_rank=20)
+        _assert_same(evaluate_rank(distmat, *ids, max_rank=20), expected)
+        for budget in (1, 50_000, 256 * 1024**2):
+            _assert_same(evaluate_features(qf, gf, *ids, max_rank=20, metric=metric, byte_budget=budget), expected)
+
+
+def test_features_bad_inputs_raise():
+    qf, gf, q_pids, g_pids, q_camids, g_camids = _features_case(0, False)
+    with pytest.raises(ValueError, match="same D"):
+        evaluate_features(qf, gf[:, :3], q_pids, g_pids, q_camids, g_camids)
+    with pytest.raises(ValueError, match="q_pids"):
+        evaluate_features(qf, gf, q_pids[:-1], g_pids, q_camids, g_camids)
+    with pytest.raises(ValueError, match="unknown distance metric"):
+        evaluate_features(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="manhattan")
 
 
 def test_hand_computed_single_query():

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from reidmodel.rerank import jaccard_distance, k_reciprocal_jaccard, re_ranking
+import reidmodel.rerank as rerank
+from reidmodel.evaluation import compute_distance_matrix
+from reidmodel.rerank import (
+    KReciprocalEncoding,
+    jaccard_distance,
+    k_reciprocal_jaccard,
+    re_ranking,
+    re_ranking_features,
+)
 
 
 def _slow_jaccard(original_dist, k1, k2):
@@ -136,3 +144,63 @@ def test_bad_inputs_raise_one_line_errors():
         k_reciprocal_jaccard(np.zeros((5, 5)), k1=5, k2=2)
     with pytest.raises(ValueError, match="N >= 2"):
         jaccard_distance(np.zeros((1, 3)))
+
+
+def _integer_features(seed, n=300, dim=4):
+    """Small integer coordinates: exact float32 distances, and ties everywhere."""
+    return np.random.default_rng(seed).integers(0, 3, size=(n, dim)).astype(np.float32)
+
+
+@pytest.mark.parametrize("integer", [False, True])
+def test_feature_encoding_equals_the_matrix_one(integer, monkeypatch):
+    # Many small blocks: every row gets candidates from its own block and from earlier blocks' transposes.
+    monkeypatch.setattr(rerank, "_BLOCK_BYTES", 4 * 300 * 37)
+    x = _integer_features(0) if integer else np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    squared = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    if integer:  # exact: the same neighbours, ties broken by index, and the same weights
+        np.testing.assert_array_equal(jaccard_distance(x, 20, 6), k_reciprocal_jaccard(squared, 20, 6))
+    else:
+        np.testing.assert_allclose(jaccard_distance(x, 20, 6), k_reciprocal_jaccard(squared, 20, 6), atol=1e-5)
+
+
+def test_nearest_neighbours_break_ties_by_index(monkeypatch):
+    monkeypatch.setattr(rerank, "_BLOCK_BYTES", 4 * 200 * 23)
+    x = _integer_features(1, n=200, dim=2)  # 9 distinct points: every row is full of ties
+    squared = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    nearest, nearest_dist = rerank._nearest(rerank._FeatureDistances(torch.from_numpy(x)), 21)
+    expected = np.argsort(squared, axis=1, kind="stable")[:, :21]
+    np.testing.assert_array_equal(nearest, expected)
+    np.testing.assert_array_equal(nearest_dist, np.take_along_axis(squared, expected, axis=1))
+
+
+@pytest.mark.parametrize("radius", [0.3, 0.6, 0.95])
+def test_sparse_graph_holds_exactly_the_pairs_within_the_radius(radius):
+    for x in (_integer_features(2), np.random.default_rng(2).normal(size=(300, 8)).astype(np.float32)):
+        encoding = KReciprocalEncoding.from_features(x, 20, 6)
+        dense = encoding.jaccard_rows(np.arange(len(x)))
+        graph = encoding.jaccard_graph(radius)
+        stored = np.zeros(dense.shape, dtype=bool)
+        coo = graph.tocoo()
+        stored[coo.row, coo.col] = True
+        np.testing.assert_array_equal(stored, dense <= radius)  # zeros (the diagonal) stored explicitly
+        np.testing.assert_array_equal(graph.toarray(), np.where(dense <= radius, dense, 0))
+        assert graph.has_sorted_indices
+        # Without a radius: every overlapping pair i < j (a tiny overlap may still round to distance 1).
+        upper = encoding.jaccard_graph(upper=True).tocoo()
+        assert (upper.row < upper.col).all()
+        np.testing.assert_array_equal(upper.data, dense[upper.row, upper.col])
+        assert upper.nnz >= np.triu(dense < 1, 1).sum()
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_re_ranking_features_equals_the_matrix_version(metric, monkeypatch):
+    monkeypatch.setattr(rerank, "_BLOCK_BYTES", 4 * 150 * 29)
+    rng = np.random.default_rng(5)
+    q, g = rng.normal(size=(40, 8)).astype(np.float32), rng.normal(size=(110, 8)).astype(np.float32)
+    matrices = [compute_distance_matrix(a, b, metric).numpy() for a, b in ((q, g), (q, q), (g, g))]
+    expected = re_ranking(*matrices, k1=10, k2=3, lambda_value=0.3)
+    result = re_ranking_features(torch.from_numpy(q), torch.from_numpy(g), k1=10, k2=3, metric=metric)
+    assert result.shape == (40, 110) and result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="same D"):
+        re_ranking_features(q, g[:, :3])
