@@ -169,13 +169,14 @@ def test_rerank_distance_is_the_one_evaluated(tiny_config, monkeypatch):
     gallery = np.array([r.pid for r in domain.dataset.gallery])
     shapes = []
 
-    def oracle(query_gallery, query_query, gallery_gallery):
-        shapes.append((query_gallery.shape, query_query.shape, gallery_gallery.shape))
+    def oracle(query_features, gallery_features, metric):
+        shapes.append((tuple(query_features.shape), tuple(gallery_features.shape), metric))
         return (query[:, None] != gallery[None, :]).astype(np.float32)
 
-    monkeypatch.setattr(pipeline, "re_ranking", oracle)
+    monkeypatch.setattr(pipeline, "re_ranking_features", oracle)
     perfect = pipeline.evaluate_domain(config, model, domain, cpu)
-    assert shapes == [((len(query), len(gallery)), (len(query), len(query)), (len(gallery), len(gallery)))]
+    dim = model.feature_dim
+    assert shapes == [((len(query), dim), (len(gallery), dim), config.eval.distance)]
     assert perfect["mAP"] == perfect["R1"] == 100
     plain = pipeline.evaluate_domain(apply_overrides(config, {"eval.rerank": False}), model, domain, cpu)
     assert len(shapes) == 1 and plain["mAP"] < 100
