@@ -1,36 +1,20 @@
 """study.confirm end to end on tiny data: a finished search's best trial retrained on fresh seeds."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.tiny_studies import run_module as run
+from tests.tiny_studies import run_study, tiny_search
+
 pytestmark = pytest.mark.slow
-
-
-def run(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")
 def confirmed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("confirm")
-    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    space = {
-        "name": "tiny_search", "kind": "search", "preset": "cpu", "directions": smoke["directions"],
-        "fixed": smoke["fixed"],
-        "params": {"kd.mu": {"type": "choice", "values": [0.2, 0.9]}},
-        "search": {"sampler": "random", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 1},
-        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
-    }
-    (tmp / "tiny_search.yaml").write_text(yaml.safe_dump(space))
+    space = tiny_search(tmp, "tiny_search", {"kd.mu": {"type": "choice", "values": [0.2, 0.9]}},
+                        {"sampler": "random", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 1})
     results = tmp / "results"
-    search = run("study.run", "--space", str(tmp / "tiny_search.yaml"), "--results-dir", str(results))
-    assert search.returncode == 0, search.stderr[-3000:]
+    run_study(space, results)
     proc = run("study.confirm", "--study", "tiny_search", "--seeds", "2", "--results-dir", str(results))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return results

@@ -1,42 +1,28 @@
 """A search that ASHA prunes: MLflow holds every cycle Ray received, and stopped trials are not FAILED."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.tiny_studies import run_study, tiny_search
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def asha_study(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("asha")
-    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    space = {
-        "name": "asha_search",
-        "kind": "search",
-        "preset": "cpu",
-        "directions": smoke["directions"],
-        "fixed": {**smoke["fixed"], "adapt.cycles": 3},
-        "params": {"kd.mu": {"type": "uniform", "low": 0.05, "high": 1.0},
-                   "adapt.lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3}},
-        "search": {"sampler": "random", "num_samples": 6, "metric": "target_mAP", "mode": "max", "seed": 3},
-        "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2},
-    }
-    space_file = tmp / "asha_search.yaml"
-    space_file.write_text(yaml.safe_dump(space))
+    space = tiny_search(
+        tmp, "asha_search",
+        {"kd.mu": {"type": "uniform", "low": 0.05, "high": 1.0},
+         "adapt.lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3}},
+        {"sampler": "random", "num_samples": 6, "metric": "target_mAP", "mode": "max", "seed": 3},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+    space.write_text(space.read_text().replace("adapt.cycles: 1", "adapt.cycles: 3"))
     results = tmp / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--space", str(space_file), "--results-dir", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_study(space, results)
     return results
 
 

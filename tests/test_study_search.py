@@ -1,40 +1,21 @@
 """A tiny Optuna search end to end: TPE through Ray Tune's OptunaSearch, its study stored in SQLite."""
 
-import subprocess
-import sys
-from pathlib import Path
-
+import pandas as pd
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.tiny_studies import run_study, tiny_search
+
 pytestmark = pytest.mark.slow
 
 
 def test_tiny_search_fills_the_optuna_storage_and_the_report(tmp_path):
-    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    space = {
-        "name": "tiny_search",
-        "kind": "search",
-        "preset": "cpu",
-        "directions": smoke["directions"],
-        "fixed": smoke["fixed"],
-        "params": {
-            "kd.mu": {"type": "uniform", "low": 0.2, "high": 0.8},
-            "model.attention": {"type": "choice", "values": [["conv4", "conv5"], ["conv5"]]},
-        },
-        "search": {"sampler": "tpe", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 0},
-        "scheduler": {"type": "none"},
-        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
-    }
-    space_file = tmp_path / "tiny_search.yaml"
-    space_file.write_text(yaml.safe_dump(space))
+    space = tiny_search(tmp_path, "tiny_search", {
+        "kd.mu": {"type": "uniform", "low": 0.2, "high": 0.8},
+        "model.attention": {"type": "choice", "values": [["conv4", "conv5"], ["conv5"]]},
+    }, {"sampler": "tpe", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 0},
+        scheduler={"type": "none"})
     results = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--space", str(space_file), "--results-dir", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_study(space, results)
 
     import optuna
 
@@ -48,32 +29,20 @@ def test_tiny_search_fills_the_optuna_storage_and_the_report(tmp_path):
 
 
 def test_multi_objective_search_reports_its_pareto_front(tmp_path):
-    smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    space = {
-        "name": "tiny_mo", "kind": "search", "preset": "cpu", "directions": smoke["directions"],
-        "fixed": smoke["fixed"],
-        "params": {"kd.mu": {"type": "uniform", "low": 0.1, "high": 1.0},
-                   "adapt.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
-        "search": {"sampler": "tpe", "num_samples": 4, "seed": 0,
-                   "objectives": [{"metric": "target_mAP", "mode": "max"}, {"metric": "source_mAP", "mode": "max"}],
-                   "start_points": [{"name": "paper default", "params": {"kd.mu": 0.5, "adapt.lr": 3.5e-5}}]},
-        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
-    }
-    space_file = tmp_path / "tiny_mo.yaml"
-    space_file.write_text(yaml.safe_dump(space))
+    space = tiny_search(
+        tmp_path, "tiny_mo",
+        {"kd.mu": {"type": "uniform", "low": 0.1, "high": 1.0},
+         "adapt.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3}},
+        {"sampler": "tpe", "num_samples": 4, "seed": 0,
+         "objectives": [{"metric": "target_mAP", "mode": "max"}, {"metric": "source_mAP", "mode": "max"}],
+         "start_points": [{"name": "paper default", "params": {"kd.mu": 0.5, "adapt.lr": 3.5e-5}}]})
     results = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.run", "--space", str(space_file), "--results-dir", str(results)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_study(space, results)
     out = results / "tiny_mo"
     text = out / "README.md"
     text = text.read_text()
     assert "## Pareto front" in text and "the starred point is paper default" in text
     assert (out / "pareto_front.png").stat().st_size > 0 and (out / "history.png").is_file()
-    import pandas as pd
-
     front = pd.read_csv(out / "pareto_front.csv")
     trials = pd.read_csv(out / "trials.csv")
     assert 1 <= len(front) <= len(trials) == 4
