@@ -9,7 +9,6 @@ out-of-range value names the field.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from reidmodel.messages import one_line, suggest
 
 ATTENTION_STAGES = ("conv3", "conv4", "conv5")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -171,7 +172,7 @@ class ExperimentConfig:
     def flat(self) -> dict[str, Any]:
         """Dotted keys -> values, as logged to a tracker (lists joined with '+')."""
         out = {}
-        for key, value in _flatten(self.to_dict()).items():
+        for key, value in flatten(self.to_dict()).items():
             out[key] = "+".join(value) if isinstance(value, list) else value
         return out
 
@@ -232,7 +233,7 @@ def load_config(
         try:
             loaded = read_yaml(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML ({_one_line(exc)}): fix its syntax") from exc
+            raise ConfigError(f"config file {path} is not valid YAML ({one_line(exc)}): fix its syntax") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
         values = loaded or {}
@@ -276,7 +277,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         try:
             out[key.strip()] = read_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_one_line(exc)}): quote it") from exc
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({one_line(exc)}): quote it") from exc
     return out
 
 
@@ -339,15 +340,17 @@ def to_yaml(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys, the form ``apply_overrides`` takes and MLflow params need (an empty
+    mapping stays a value)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
         else:
-            out[name] = value
-    return out
+            flat[name] = value
+    return flat
 
 
 def _merge(target: Any, values: dict[str, Any], prefix: str) -> None:
@@ -358,10 +361,7 @@ def _merge(target: Any, values: dict[str, Any], prefix: str) -> None:
     for key, value in values.items():
         dotted = f"{prefix}{key}"
         if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            valid = [f"{prefix}{n}" for n in names]
-            hint = f"did you mean {prefix}{close[0]}?" if close else f"valid keys: {', '.join(valid)}"
-            raise ConfigError(f"unknown config key {dotted!r}: {hint}")
+            raise ConfigError(f"unknown config key {dotted!r}: {suggest(key, names, prefix)}")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             _merge(current, value, prefix=dotted + ".")
@@ -419,11 +419,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     return value
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
 __all__ = [
+    "flatten",
     "ATTENTION_STAGES",
     "AdaptConfig",
     "ConfigError",

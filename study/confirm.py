@@ -151,8 +151,7 @@ def best_trial(client, children, searched: dict[str, Any]):
 
 def trial_config_flat(client, run) -> dict[str, Any]:
     """The trial's own config (the config.yaml it logged), as dotted keys with list values kept."""
-    from reidmodel.config import config_from_dict
-    from study.tracking import flatten
+    from reidmodel.config import config_from_dict, flatten
 
     with tempfile.TemporaryDirectory() as folder:
         path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
@@ -162,8 +161,7 @@ def trial_config_flat(client, run) -> dict[str, Any]:
 
 def config_diff(flat: dict[str, Any], fixed: dict[str, Any], preset_name: str, direction: str) -> dict[str, Any]:
     """The keys where a trial's config differs from what the confirmation grid builds anyway."""
-    from reidmodel.config import apply_overrides, preset
-    from study.tracking import flatten
+    from reidmodel.config import apply_overrides, flatten, preset
 
     base = flatten(apply_overrides(preset(preset_name), {**fixed, **direction_overrides(direction)}).to_dict())
     return {key: value for key, value in flat.items()

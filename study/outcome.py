@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reidmodel.messages import one_line as message_line
+
 PARTIAL_SUFFIX = ".partial"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
@@ -31,8 +33,8 @@ DETERMINISTIC_ERRORS = (ValueError, TypeError, LookupError, AttributeError, Arit
 
 
 def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or "no message"
-    return f"{type(exc).__name__}: {text}"
+    """The exception's type and message on one line, as a trial's ``error`` tag shows it."""
+    return f"{type(exc).__name__}: {message_line(exc)}"
 
 
 def is_deterministic(exc: BaseException) -> bool:

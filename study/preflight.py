@@ -9,7 +9,6 @@ already belongs to another study, and a ``--resume`` whose config differs from t
 from __future__ import annotations
 
 import argparse
-import difflib
 import math
 import os
 import socket
@@ -24,6 +23,7 @@ from urllib.parse import urlparse
 
 from reidmodel.config import ExperimentConfig, apply_overrides
 from reidmodel.cycle_metrics import cycle_metric_names
+from reidmodel.messages import suggest
 from study.outcome import PARTIAL_SUFFIX
 from study.spaces import Resources, SpaceError, StudySpace
 
@@ -68,8 +68,7 @@ def check_metrics(space: StudySpace) -> None:
     reported = cycle_metric_names()
     for metric in space.search.metrics:
         if metric not in reported:
-            close = difflib.get_close_matches(metric, reported, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(reported)}"
+            hint = suggest(metric, reported, otherwise=f"use one of {', '.join(reported)}")
             raise SpaceError(f"{space.path}: search metric {metric!r} is not a metric a cycle reports: {hint}")
 
 
@@ -228,8 +227,9 @@ def check_resume(space: StudySpace, paths: dict[str, Any]) -> None:
     A study whose driver still runs is refused too."""
     from mlflow import MlflowClient
 
+    from reidmodel.config import flatten
     from study.run import space_dict
-    from study.tracking import TAG_DRIVER, TAG_ROLE, driver_alive, flatten, logged_params
+    from study.tracking import TAG_DRIVER, TAG_ROLE, driver_alive, logged_params
 
     client = MlflowClient(paths["tracking_uri"])
     experiment = client.get_experiment_by_name(paths["name"])

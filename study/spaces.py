@@ -7,7 +7,6 @@ so a typo fails in a second with the closest valid key rather than minutes into 
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from reidmodel.config import (
     read_yaml,
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
+from reidmodel.messages import suggest
 from study.tables import Table, TableError, parse_tables
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
@@ -245,8 +245,8 @@ def _find(name_or_path: str | Path) -> Path:
         return candidate
     named = SPACES_DIR / f"{name_or_path}.yaml"
     if not named.is_file():
-        close = difflib.get_close_matches(str(name_or_path), available_spaces(), n=1)
-        hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(available_spaces())} or a YAML path"
+        hint = suggest(name_or_path, available_spaces(),
+                       otherwise=f"use one of {', '.join(available_spaces())} or a YAML path")
         raise SpaceError(f"unknown space {str(name_or_path)!r} (looked in {SPACES_DIR}): {hint}")
     return named
 
@@ -260,9 +260,7 @@ def _parse(
 ) -> StudySpace:
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(TOP_LEVEL_KEYS)}"
-            raise SpaceError(f"{path}: unknown top-level key {key!r}: {hint}")
+            raise SpaceError(f"{path}: unknown top-level key {key!r}: {suggest(key, TOP_LEVEL_KEYS)}")
     kind = raw.get("kind", "grid")
     if kind not in ("grid", "search"):
         raise SpaceError(f"{path}: kind {kind!r} is not allowed: use grid or search")
@@ -424,9 +422,7 @@ def _settings(cls: type, raw: Any, path: Path, key: str) -> Any:
     names = list(cls.__dataclass_fields__)
     for name in raw:
         if name not in names:
-            close = difflib.get_close_matches(str(name), names, n=1)
-            hint = f"did you mean {key}.{close[0]}?" if close else f"valid keys: {', '.join(names)}"
-            raise SpaceError(f"{path}: unknown key {key}.{name}: {hint}")
+            raise SpaceError(f"{path}: unknown key {key}.{name}: {suggest(name, names, prefix=key + '.')}")
     return cls(**raw)
 
 

@@ -33,6 +33,8 @@ from mlflow.utils.validation import (  # noqa: E402
     MAX_TAG_VAL_LENGTH,
 )
 
+from reidmodel.config import flatten  # noqa: E402
+
 # Tags that identify the runs of a study; the report reads them too.
 TAG_STUDY = "study"
 TAG_ROLE = "study.role"  # "parent" or "trial"
@@ -109,17 +111,6 @@ def close_dead_parent(client: MlflowClient, parent) -> str | None:
     return (f"parent run {run_id} was still RUNNING but its driver ({identity}) is gone: marked KILLED "
             f"with {len(children)} open trial run(s)")
 
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    """Nested dict -> dotted keys, the form ``apply_overrides`` takes and MLflow params need."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _param_value(value) -> str:

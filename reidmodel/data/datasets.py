@@ -17,6 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from reidmodel.messages import one_line
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
@@ -167,7 +169,7 @@ def verify_image(path: str) -> None:
         with Image.open(path) as image:
             image.load()
     except (OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"cannot decode image {path} ({_one_line(exc)}): replace or delete the file") from exc
+        raise DatasetError(f"cannot decode image {path} ({one_line(exc)}): replace or delete the file") from exc
 
 
 def relabel(records: Iterable[ImageRecord]) -> list[ImageRecord]:
@@ -337,7 +339,3 @@ def _folders(names: Iterable[str]) -> str:
 def _listing(root: Path) -> str:
     names = sorted(p.name for p in root.iterdir() if p.is_dir())
     return ", ".join(names) if names else "nothing"
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

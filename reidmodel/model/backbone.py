@@ -15,6 +15,8 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
+from reidmodel.messages import one_line
+
 # Paper stage name (conv2_x..conv5_x) -> torchvision layer.
 STAGE_LAYERS = {"conv2": "layer1", "conv3": "layer2", "conv4": "layer3", "conv5": "layer4"}
 
@@ -81,7 +83,7 @@ def _imagenet_state_dict(name: str, weights: models.WeightsEnum) -> dict[str, to
         state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except Exception as exc:
         raise RuntimeError(
-            f"ImageNet weights for {name} could not be loaded ({_one_line(exc)}): without internet, set "
+            f"ImageNet weights for {name} could not be loaded ({one_line(exc)}): without internet, set "
             f"model.pretrained to the path of a local torchvision state dict ({path.name}, or put it at "
             f"{path}) or to none"
         ) from exc
@@ -97,7 +99,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(
-            f"{path} could not be read as a torch state dict ({_one_line(exc)}): "
+            f"{path} could not be read as a torch state dict ({one_line(exc)}): "
             "point model.pretrained at a torchvision ResNet state dict"
         ) from exc
     return _checked_state_dict(state, path)
@@ -133,7 +135,3 @@ def _load_backbone_state(backbone: ResNet, state: dict[str, torch.Tensor], sourc
             "(check model.backbone)"
         )
     backbone.load_state_dict(state, strict=False)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

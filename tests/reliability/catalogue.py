@@ -230,8 +230,8 @@ def study_faults(cat: Catalogue) -> None:
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     (ray_tmp / "ray").mkdir()
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
-    space = tiny_space(tmp, "faulty", [{"name": "ULA", "table": 1, "set": {"kd.enabled": False}},
-                                       {"name": "diverges", "table": 1, "set": {"kd.enabled": False,
+    space = tiny_space(tmp, "faulty", [{"name": "ULA", "set": {"kd.enabled": False}},
+                                       {"name": "diverges", "set": {"kd.enabled": False,
                                                                                "source.lr": 1e30}}])
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "study.run", "--space", str(space), "--results-dir", str(results),
@@ -266,7 +266,7 @@ def study_faults(cat: Catalogue) -> None:
     # A truncated cache entry: the next study sharing the key detects it, moves it aside and retrains.
     (entry,) = (results / "cache" / "pretrain").glob("*.pt")
     entry.write_bytes(entry.read_bytes()[:1000])
-    again = tiny_space(tmp, "after_truncation", [{"name": "ULA", "table": 1, "set": {"kd.enabled": False}}])
+    again = tiny_space(tmp, "after_truncation", [{"name": "ULA", "set": {"kd.enabled": False}}])
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "study.run", "--space", str(again), "--results-dir", str(results)],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=_env())
@@ -279,7 +279,7 @@ def study_faults(cat: Catalogue) -> None:
                 f"{Path(str(entry) + '.corrupt').is_file()}"))
 
     # SIGINT, then a resume killed with SIGKILL, then the report, then the last resume.
-    halted = tiny_space(tmp, "halted", [{"name": "ULA", "table": 1, "set": {"kd.enabled": False}}],
+    halted = tiny_space(tmp, "halted", [{"name": "ULA", "set": {"kd.enabled": False}}],
                         **{"adapt.cycles": 4})
     command = ["--space", halted, "--results-dir", results, "--max-concurrent", "1"]
     experiment = results / "ray" / "halted"

@@ -99,7 +99,7 @@ def test_sigint_and_sigkill_of_the_driver(tmp_path):
     results = tmp_path / "results"
     finished = finished_study_folder(results)
     before = snapshot(finished)
-    space = tiny_space(tmp_path, "halted", [{"name": "ULA", "table": 1, "set": {"kd.enabled": False}}],
+    space = tiny_space(tmp_path, "halted", [{"name": "ULA", "set": {"kd.enabled": False}}],
                        **{"adapt.cycles": 4})
     command = ["--space", space, "--results-dir", results, "--max-concurrent", "1"]
     experiment = results / "ray" / "halted"
