@@ -346,18 +346,24 @@ def _synthetic(s: dict, ctx) -> list[str]:
 
 PROFILE_NOTES = """## Hot paths (profiled with cProfile and the torch profiler while building this)
 
-- Evaluation: the previous `evaluate_rank` spent most of its time in `np.argsort` of every gallery row. Only
-  the ranks of a query's matches matter, so each row is now cut into 4096 bins between its smallest distance
-  and its farthest match (a monotone map): counting the entries of lower bins gives a match's rank up to the
-  entries of its own bin, which are few and ordered exactly (distance, then gallery index). Entries beyond
-  the farthest match are dropped before any of this. Next hot spots were torch's boolean `masked_select` and
-  `nonzero` on CPU (replaced by NumPy's `flatnonzero` and `torch.take`) and advanced indexing of small index
-  sets (replaced by `index_select`). Before/after: the *previous* columns above, measured in the same run.
-- Jaccard / re-ranking: the previous code sorted full N x N rows and built dense rows x N intermediates; now
-  the time goes to the matmul (about 2/3 at MSMT17 size, halved by computing each pair once from symmetric
-  blocks) and `topk`. The transposed half of each block is copied with NumPy (several times faster than
-  torch's strided copy on CPU) before its `topk`. Distances of encoding pairs outside the neighbour lists are
-  computed from the features (`index_select` gathers).
+Figures in this section are single development runs on this machine under other load (1-minute load average
+2-5), so they only show orders of magnitude; the tables above are the same-run comparisons.
+
+- Evaluation ranking (one 3368 x 15913 matrix): the previous `evaluate_rank` spent its time in `np.argsort`
+  of every gallery row (5.1 s). Only the ranks of a query's matches matter, so rows were cut into 4096
+  histogram bins between their smallest distance and their farthest match, with an exact order only inside a
+  match's own bin (2.1 s, in torch). The profile then showed torch's boolean `masked_select` / `nonzero` and
+  per-op overhead on small index sets; the entries no farther than the farthest match (about 5% of a row
+  here) are now picked first with NumPy's `flatnonzero` and handled in NumPy, and the full-row minimum and
+  count passes are gone (0.3 s).
+- ULA Euclidean + DBSCAN (Market size, an eps that finds clusters): 26 s -> 3.6 s. The profile showed the
+  size-tie means (one small matmul per tied cluster, and torch indexing with a NumPy index array, 15 ms
+  each); the sums are now batched per size (one `bmm`). What is left is the matmul (about 2/3).
+- Jaccard / re-ranking: the previous code sorted full N x N rows and built dense rows x N intermediates. Now
+  the matmul is about 60% (each pair once, from symmetric blocks: half the previous flops), `topk` 20-25%
+  (the transposed tail of a block has short rows, where `topk` is about 4x slower per entry than on long
+  ones), the NumPy transpose of those tails about 5%. Block sizes of 32 to 256 MB were compared by CPU time
+  at N = 16384 (7.8 to 8.7 s): 128 MB is kept. The size-tie blocks now join only the members' columns.
 - Euclidean ULA: the dense matrix plus scikit-learn's radius search over it is replaced by the pairs within eps
   from the same symmetric blocks."""
 

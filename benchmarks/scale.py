@@ -237,9 +237,9 @@ def evaluation(ctx) -> dict:
         for gap in ("gap_loop", "gap_previous", "gap_classic"):
             ctx.check(f"evaluation {name.split('_')[0]}: current == {gap[4:]} (max |diff| of CMC/mAP/mINP)",
                       ratios[gap] <= 1e-9, f"{ratios[gap]:.1e}")
-        # Chunked matmul may round a distance differently from the full one: equal up to near-ties.
+        # A chunk's matmul may round a distance differently from the full one's, which reorders near-ties.
         ctx.check(f"evaluation {name.split('_')[0]}: features path == matrix path",
-                  ratios["gap_features"] <= 1e-6, f"{ratios['gap_features']:.1e}")
+                  ratios["gap_features"] <= 1e-5, f"{ratios['gap_features']:.1e}")
     return out
 
 
@@ -297,6 +297,7 @@ def growth(ctx) -> dict:
 
 def plot_growth(rows: list[dict], path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -315,8 +316,11 @@ def plot_growth(rows: list[dict], path) -> None:
         axes[1].loglog(n, [p[1]["peak_rss_mb"] for p in points], style, marker="o", label=label)
     axes[0].set_ylabel("seconds (median)")
     axes[1].set_ylabel("peak RSS of the measuring process (MB)")
+    sizes = [r["n"] for r in rows]
     for ax in axes:
         ax.set_xlabel("N")
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Growth with N (2048-d random features shaped like re-ID sets)")
