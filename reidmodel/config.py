@@ -36,6 +36,12 @@ _Loader.add_implicit_resolver(
 )
 
 
+def list_text(values: list) -> str:
+    """The one text form of a list setting (attention stages): 'conv3+conv4', as MLflow params, Optuna's
+    categorical values and report cells carry it; ``_coerce`` reads it back (',' works too)."""
+    return "+".join(map(str, values))
+
+
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line that names the field and the fix."""
 
@@ -173,7 +179,7 @@ class ExperimentConfig:
         """Dotted keys -> values, as logged to a tracker (lists joined with '+')."""
         out = {}
         for key, value in flatten(self.to_dict()).items():
-            out[key] = "+".join(value) if isinstance(value, list) else value
+            out[key] = list_text(value) if isinstance(value, list) else value
         return out
 
 
@@ -420,6 +426,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
 
 
 __all__ = [
+    "list_text",
     "flatten",
     "ATTENTION_STAGES",
     "AdaptConfig",

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
+from reidmodel.config import list_text
 from study import tables
 from study.outcome import publish_report
 from study.spaces import table_column
@@ -190,7 +191,7 @@ def significant(value, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     if isinstance(value, list):
-        return "+".join(map(str, value)) or "none"
+        return list_text(value) or "none"
     return str(value)
 
 
@@ -252,7 +253,7 @@ def start_point_trials(frame: pd.DataFrame, start_points: list[dict]) -> dict[st
 def _same(logged, value) -> bool:
     parsed = _parse(logged)
     if isinstance(value, list):
-        return parsed == "+".join(value) or parsed == value
+        return parsed == list_text(value) or parsed == value
     if isinstance(value, (int, float)) and isinstance(parsed, (int, float)):
         return math.isclose(float(parsed), float(value), rel_tol=1e-9)
     return parsed == value

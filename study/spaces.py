@@ -18,6 +18,7 @@ from reidmodel.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    list_text,
     parse_overrides,
     preset,
     read_yaml,
@@ -218,7 +219,7 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 
 def encode_choice(value: Any) -> Any:
     """Optuna's categorical values must be scalars: a list (attention stages) travels as 'conv3+conv4'."""
-    return "+".join(value) if isinstance(value, list) else value
+    return list_text(value) if isinstance(value, list) else value
 
 
 def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:

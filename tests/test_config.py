@@ -99,3 +99,12 @@ def test_flat_joins_lists():
     flat = preset("cpu").flat()
     assert flat["model.attention"] == "conv3+conv4+conv5"
     assert flat["ula.eps"] == preset("cpu").ula.eps
+
+
+def test_list_settings_have_one_text_form_that_reads_back():
+    from reidmodel.config import list_text
+
+    config = apply_overrides(preset("cpu"), {"model.attention": ["conv3", "conv5"]})
+    text = config.flat()["model.attention"]
+    assert text == list_text(["conv3", "conv5"]) == "conv3+conv5"
+    assert apply_overrides(preset("cpu"), {"model.attention": text}).model.attention == ["conv3", "conv5"]
