@@ -83,7 +83,7 @@ def classic_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50) -> di
         tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
         all_ap.append(tmp_cmc.sum() / num_rel)
     return {"cmc": np.asarray(all_cmc, dtype=np.float64).mean(0), "mAP": float(np.mean(all_ap)),
-            "mINP": float(np.mean(all_inp))}
+            "mINP": float(np.mean(all_inp)), "num_valid_queries": len(all_ap)}
 
 
 def metric_gap(a: dict, b: dict) -> float:
@@ -148,9 +148,9 @@ def child_previous_cluster(train: TrainSet, cfg: ULAConfig, repeats: int) -> dic
     return {"seconds": seconds, "times": times, "features_mb": before, "beyond_features_mb": peak_rss_mb() - before}
 
 
-def dense_labels(features: np.ndarray, cfg: ULAConfig, num_classes: int) -> np.ndarray:
-    """Base-class labels from DBSCAN on the dense N x N matrix of the same distance (the previous path's
-    algorithm on the current distance functions)."""
+def dense_labels(features: np.ndarray, cfg: ULAConfig, num_classes: int) -> tuple[np.ndarray, float]:
+    """Base-class labels (and eps) from DBSCAN on the dense N x N matrix of the same distance (the previous
+    path's algorithm on the current distance functions)."""
     features = normalize(features) if cfg.normalize else features  # as label_adaptation does
     if cfg.distance == "jaccard":
         dist = jaccard_distance(features, k1=cfg.k1, k2=cfg.k2)
@@ -168,7 +168,7 @@ def dense_labels(features: np.ndarray, cfg: ULAConfig, num_classes: int) -> np.n
     labels = np.full(len(features), -1, dtype=np.int64)
     for label, (_, _, cluster) in enumerate(sorted(ranking)[:num_classes]):
         labels[cluster_ids == cluster] = label
-    return labels
+    return labels, eps
 
 
 def child_label_equality(train: TrainSet) -> dict:
@@ -187,7 +187,7 @@ def child_label_equality(train: TrainSet) -> dict:
         cfg = replace(cfg, similarity_threshold=1.0)  # nothing joins by template: DBSCAN's labels only
         num_classes = max(2, train.num_ids // 2)
         result = label_adaptation(features, cfg, num_classes)
-        dense = dense_labels(features, cfg, num_classes)
+        dense, _ = dense_labels(features, cfg, num_classes)
         out[name] = {"equal": bool(np.array_equal(result.pseudo_labels, dense)),
                      "clusters": result.diagnostics["num_clusters"], "labelled": int((dense >= 0).sum())}
     return {"settings": out}

@@ -4,31 +4,8 @@ import torch
 from scipy.spatial.distance import cdist as scipy_cdist
 from torch import nn
 
+from benchmarks.scale import classic_loop  # torchreid's eval_market1501 loop, with AGW's mINP
 from reidmodel.evaluation import compute_distance_matrix, evaluate_features, evaluate_rank, extract_features
-
-
-def _reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
-    """torchreid's eval_market1501 loop (plus AGW's mINP, junk removal and a stable sort for ties)."""
-    indices = np.argsort(distmat, axis=1, kind="stable")
-    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
-    all_cmc, all_AP, all_INP = [], [], []
-    for q_idx in range(distmat.shape[0]):
-        order = indices[q_idx]
-        remove = ((g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])) | (g_pids[order] == -1)
-        raw_cmc = matches[q_idx][np.invert(remove)]
-        if not np.any(raw_cmc):
-            continue
-        cmc = raw_cmc.cumsum()
-        max_pos_idx = np.max(np.where(raw_cmc == 1))
-        all_INP.append(cmc[max_pos_idx] / (max_pos_idx + 1.0))
-        cmc[cmc > 1] = 1
-        cmc = cmc[:max_rank]
-        all_cmc.append(np.concatenate([cmc, np.full(max_rank - len(cmc), cmc[-1])]))
-        num_rel = raw_cmc.sum()
-        tmp_cmc = raw_cmc.cumsum()
-        tmp_cmc = np.asarray([x / (i + 1.0) for i, x in enumerate(tmp_cmc)]) * raw_cmc
-        all_AP.append(tmp_cmc.sum() / num_rel)
-    return np.asarray(all_cmc, dtype=np.float64).mean(0), np.mean(all_AP), np.mean(all_INP), len(all_AP)
 
 
 def _sorted_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
@@ -75,13 +52,13 @@ def _random_case(seed, num_q=40, num_g=120, num_ids=15, integer=False):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_reference_loop(seed, integer):
     case = _random_case(seed, integer=integer)
-    cmc, mAP, mINP, num_valid = _reference(*case, max_rank=20)
+    reference = classic_loop(*case, max_rank=20)
     result = evaluate_rank(*case, max_rank=20)
-    np.testing.assert_allclose(result["cmc"], cmc, atol=1e-6)
-    assert result["mAP"] == pytest.approx(mAP, abs=1e-6)
-    assert result["mINP"] == pytest.approx(mINP, abs=1e-6)
-    assert result["num_valid_queries"] == num_valid
-    assert result["num_skipped_queries"] == len(case[1]) - num_valid >= 1
+    np.testing.assert_allclose(result["cmc"], reference["cmc"], atol=1e-6)
+    assert result["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
+    assert result["mINP"] == pytest.approx(reference["mINP"], abs=1e-6)
+    assert result["num_valid_queries"] == reference["num_valid_queries"]
+    assert result["num_skipped_queries"] == len(case[1]) - reference["num_valid_queries"] >= 1
     # One query per chunk gives the same numbers as the default chunking.
     tiny = evaluate_rank(*case, max_rank=20, byte_budget=1)
     np.testing.assert_allclose(tiny["cmc"], result["cmc"], atol=1e-12)
@@ -176,11 +153,11 @@ def test_ties_break_by_gallery_index_and_skipped_queries():
 def test_max_rank_larger_than_gallery_matches_reference():
     case = _random_case(5, num_q=10, num_g=12, num_ids=4)
     result = evaluate_rank(*case, max_rank=50)
-    cmc, mAP, _, _ = _reference(*case, max_rank=50)
+    reference = classic_loop(*case, max_rank=50)
     assert result["cmc"].shape == (50,)
-    np.testing.assert_allclose(result["cmc"], cmc, atol=1e-6)
+    np.testing.assert_allclose(result["cmc"], reference["cmc"], atol=1e-6)
     assert result["cmc"][-1] == pytest.approx(1.0)
-    assert result["mAP"] == pytest.approx(mAP, abs=1e-6)
+    assert result["mAP"] == pytest.approx(reference["mAP"], abs=1e-6)
 
 
 def test_tensors_and_arrays_agree():

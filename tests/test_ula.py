@@ -5,15 +5,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import pdist
-from sklearn.cluster import DBSCAN
 from sklearn.metrics import normalized_mutual_info_score
-from sklearn.preprocessing import normalize
 
 import reidmodel.rerank as rerank
 import reidmodel.ula as ula
+from benchmarks.scale import dense_labels  # the previous path: DBSCAN on the dense N x N matrix
 from reidmodel.config import ULAConfig
-from reidmodel.evaluation import compute_distance_matrix
-from reidmodel.rerank import jaccard_distance
 from reidmodel.ula import label_adaptation, resolve_num_classes
 
 DIM = 32
@@ -189,27 +186,6 @@ def test_healthy_clustering_logs_info(caplog):
     assert "31/31 labelled" in caplog.records[-1].getMessage() and "precision 1.000" in caplog.records[-1].getMessage()
 
 
-def _dense_labels(features, cfg, num_classes):
-    """The previous ULA clustering: DBSCAN on the full N x N matrix, eps and size ties read off it."""
-    clustered = normalize(features) if cfg.normalize else features
-    if cfg.distance == "jaccard":
-        dist = jaccard_distance(clustered, k1=cfg.k1, k2=cfg.k2)
-    else:
-        dist = compute_distance_matrix(clustered, clustered).numpy()
-    upper = dist[np.triu(np.ones(dist.shape, dtype=bool), 1)]
-    eps = cfg.eps if cfg.eps_mode == "fixed" else float(np.quantile(upper, cfg.eps_quantile))
-    cluster_ids = DBSCAN(eps=eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(dist)
-    ranking = []
-    for cluster in np.unique(cluster_ids[cluster_ids >= 0]):
-        members = np.flatnonzero(cluster_ids == cluster)
-        pairs = len(members) * (len(members) - 1)
-        ranking.append((-len(members), dist[np.ix_(members, members)].sum() / pairs if pairs else 0.0, cluster))
-    labels = np.full(len(features), -1)
-    for label, (_, _, cluster) in enumerate(sorted(ranking)[:num_classes]):
-        labels[cluster_ids == cluster] = label
-    return labels, eps
-
-
 def _identities(seed, num_ids=40, dim=48, noise=0.5):
     """Identities of 3-8 images each (many equal sizes) with overlapping spreads."""
     rng = np.random.default_rng(seed)
@@ -228,7 +204,7 @@ def _identities(seed, num_ids=40, dim=48, noise=0.5):
     {"distance": "euclidean", "eps_mode": "quantile", "eps_quantile": 0.005},
     {"distance": "euclidean", "eps_mode": "quantile", "eps_quantile": 0.01, "normalize": False},
 ])
-def test_sparse_neighbourhoods_give_the_dense_labels(overrides, monkeypatch):
+def test_sparse_neighbourhoods_give_thedense_labels(overrides, monkeypatch):
     # Small blocks, so that rows meet their neighbours across blocks and the quantile's running cut works.
     monkeypatch.setattr(ula, "_BLOCK_BYTES", 4 * 250 * 17)
     monkeypatch.setattr(rerank, "_BLOCK_BYTES", 4 * 250 * 17)
@@ -237,7 +213,7 @@ def test_sparse_neighbourhoods_give_the_dense_labels(overrides, monkeypatch):
     for seed in range(3):
         features = _identities(seed, noise=0.4 + 0.15 * seed)
         for num_classes in (5, 20, 100):
-            labels, eps = _dense_labels(features, cfg, num_classes)
+            labels, eps = dense_labels(features, cfg, num_classes)
             result = label_adaptation(features, cfg, num_classes)
             assert result.diagnostics["eps"] == eps
             np.testing.assert_array_equal(result.pseudo_labels, labels)
@@ -254,7 +230,7 @@ def test_size_ties_ordered_by_density_as_the_dense_path():
         cfg = replace(CFG, distance=distance, eps=0.3 if distance == "euclidean" else 0.7, k1=5, k2=2,
                       similarity_threshold=1.0)
         labels = label_adaptation(features, cfg, num_classes=3).pseudo_labels
-        np.testing.assert_array_equal(labels, _dense_labels(features, cfg, 3)[0])
+        np.testing.assert_array_equal(labels, dense_labels(features, cfg, 3)[0])
     # By tightness: spread 0.01 -> class 0, 0.015 -> 1, 0.02 -> 2; the two loosest are left out.
     np.testing.assert_array_equal(labels.reshape(5, 6)[:, 0], [-1, 0, -1, 2, 1])
 
