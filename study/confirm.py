@@ -133,19 +133,17 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str)
 
 def best_trial(client, children, searched: dict[str, Any]):
     """The finished trial (all cycles reached) with the highest final value of the first objective."""
-    from study.report import cycle_frame, trial_frame
+    from study.report import cycle_frame, final_values, trial_frame
 
     objectives = searched.get("search", {}).get("objectives") or []
     metric = objectives[0]["metric"] if objectives else searched.get("search", {}).get("metric", "target_mAP")
     mode = (objectives[0]["mode"] if objectives else searched.get("search", {}).get("mode", "max"))
     cycles = cycle_frame(client, children)
-    trials = trial_frame(children, cycles)
-    finished = trials[trials["outcome"] == "finished"]["trial"]
-    last = cycles[cycles["trial"].isin(finished)].groupby("trial").tail(1)
-    if last.empty or metric not in last:
+    last = final_values(cycles, trial_frame(children, cycles), [metric]) if metric in cycles else cycles[:0]
+    if last.empty:
         raise SpaceError("no trial of this study finished all its cycles: nothing to confirm")
     row = last.loc[last[metric].idxmax() if mode == "max" else last[metric].idxmin()]
-    run = next(run for run in children if run.data.tags.get("trial_name", run.info.run_name) == row["trial"])
+    run = next(run for run in children if run.info.run_id == row["run_id"])
     return run, float(row[metric])
 
 
