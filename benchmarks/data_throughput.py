@@ -23,7 +23,7 @@ import torch
 
 from reidmodel.config import apply_overrides, preset
 from reidmodel.data import build_train_loader
-from reidmodel.engine import build_optimizers, train_one_epoch
+from reidmodel.engine import TrainStep, build_optimizers, train_one_epoch
 from reidmodel.losses import ReIDLoss
 from reidmodel.model import build_model
 from reidmodel.pipeline import load_domain
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> dict:
     model = build_model(config.model, domain.dataset.num_train_pids)
     criterion = ReIDLoss(config.loss, domain.dataset.num_train_pids, model.feature_dim)
     optimizer, center_optimizer = build_optimizers(model, criterion, 3.5e-4, 5e-4, config.loss.center_lr)
-    device = torch.device("cpu")
+    step = TrainStep(criterion, optimizer, center_optimizer, config.loss.center_weight, torch.device("cpu"))
 
     loaders = [build_train_loader(train, config.data, seed=e, images=domain.images["train"])
                for e in range(args.epochs + 1)]
@@ -60,15 +60,14 @@ def run(args: argparse.Namespace) -> dict:
     bare = [batch] * steps  # the same tensors every step: zero data cost
 
     # Warm-up on both paths, then alternate the measurements so drift hits both alike.
-    train_one_epoch(model, bare[:3], criterion, optimizer, center_optimizer, device, config.loss.center_weight)
+    train_one_epoch(model, bare[:3], step)
     bare_rates, real_rates = [], []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        train_one_epoch(model, bare, criterion, optimizer, center_optimizer, device, config.loss.center_weight)
+        train_one_epoch(model, bare, step)
         bare_rates.append(steps * config.data.batch_size / (time.perf_counter() - start))
         start = time.perf_counter()
-        train_one_epoch(model, loaders[epoch + 1], criterion, optimizer, center_optimizer, device,
-                        config.loss.center_weight)
+        train_one_epoch(model, loaders[epoch + 1], step)
         real_rates.append(steps * config.data.batch_size / (time.perf_counter() - start))
 
     # The data path alone: one pass over the loader with no model.

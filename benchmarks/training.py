@@ -13,7 +13,7 @@ import torch
 from benchmarks.common import in_child
 from reidmodel.config import apply_overrides, preset
 from reidmodel.data import build_train_loader
-from reidmodel.engine import build_optimizers, train_one_epoch
+from reidmodel.engine import TrainStep, build_optimizers, train_one_epoch
 from reidmodel.losses import ReIDLoss
 from reidmodel.model import build_model
 from reidmodel.pipeline import load_domain
@@ -38,7 +38,7 @@ def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threa
     model = build_model(config.model, num_ids)
     criterion = ReIDLoss(config.loss, num_ids, model.feature_dim)
     optimizer, center_optimizer = build_optimizers(model, criterion, 3.5e-4, 5e-4, config.loss.center_lr)
-    device = torch.device("cpu")
+    train_step = TrainStep(criterion, optimizer, center_optimizer, config.loss.center_weight, torch.device("cpu"))
     loader = build_train_loader(domain.dataset.train, config.data, seed=0, images=domain.images["train"])
 
     def batches():  # epochs back to back, as training sees them
@@ -51,7 +51,7 @@ def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threa
 
     def step(source) -> float:
         start = time.perf_counter()
-        train_one_epoch(model, source, criterion, optimizer, center_optimizer, device, config.loss.center_weight)
+        train_one_epoch(model, source, train_step)
         return steps * config.data.batch_size / (time.perf_counter() - start)
 
     step([batch])  # warm-up of both paths

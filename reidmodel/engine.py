@@ -1,11 +1,13 @@
-"""The training step shared by source pre-training and target fine-tuning."""
+"""The training step and epoch loop shared by source pre-training and target fine-tuning."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -70,51 +72,69 @@ def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_one_epoch(
+@dataclass
+class TrainStep:
+    """What an optimisation step needs besides the model and the batch; one per training stage."""
+
+    criterion: ReIDLoss
+    optimizer: torch.optim.Optimizer
+    center_optimizer: torch.optim.Optimizer | None
+    center_weight: float
+    device: torch.device
+    amp: bool = False
+    channels_last: bool = False
+    lr_key: str = "the learning rate"  # the setting a divergence error tells the user to lower
+
+
+def train_epochs(
     model: nn.Module,
-    loader: Iterable,
-    criterion: ReIDLoss,
-    optimizer: torch.optim.Optimizer,
-    center_optimizer: torch.optim.Optimizer | None,
-    device: torch.device,
-    center_weight: float,
-    amp: bool = False,
-    channels_last: bool = False,
-    progress=None,
-    lr_key: str = "the learning rate",
-) -> dict[str, float]:
+    step: TrainStep,
+    loaders: Callable[..., Iterable],
+    *,
+    epochs: int,
+    seed: int,
+    stage: str,
+    cycle: int = 0,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """The epoch loop of pre-training (stage "source") and of a cycle's fine-tuning (stage "adapt"); returns one
+    history row (stage, cycle, epoch and the mean losses) per epoch.
+
+    ``loaders(seed=...)`` builds each epoch's loader: the batches and torch's draws (augmentations, dropout)
+    depend on ``epoch_seed`` only, so a run resumed at a cycle boundary trains exactly as an unbroken one.
+    """
+    name = "source" if stage == "source" else f"cycle {cycle}"
+    rows = []
+    for epoch in range(epochs):
+        seed_of_epoch = epoch_seed(seed, stage, cycle, epoch)
+        loader = loaders(seed=seed_of_epoch)
+        torch.manual_seed(seed_of_epoch)
+        with _progress_bar(progress, loader, f"{name} epoch {epoch + 1}/{epochs}") as bar:
+            losses = train_one_epoch(model, loader, step, progress=bar)
+        if schedule is not None:
+            schedule.step()
+        rows.append({"stage": stage, "cycle": cycle, "epoch": epoch + 1, **losses})
+        log.info("%s epoch %d/%d %s", name, epoch + 1, epochs, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+    return rows
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, step: TrainStep, progress=None) -> dict[str, float]:
     """One pass over ``loader``; returns the mean of each loss part. A NaN or infinite loss raises
-    DivergenceError before its step can spread it to the weights (``lr_key`` names the setting to lower)."""
+    DivergenceError before its step can spread it to the weights."""
     model.train()
-    use_amp = amp and device.type == "cuda"
+    use_amp = step.amp and step.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     totals: dict[str, float] = {}
     batches = 0
     for images, labels, _camids, _index in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        if center_optimizer is not None:
-            center_optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            output = model(images)
-        loss, parts = criterion(_to_float(output), labels)
+        loss, parts = _forward(model, images, labels, step, use_amp=use_amp)
         if not math.isfinite(parts["loss_total"]):
             raise DivergenceError(
-                f"training loss is {parts['loss_total']} at batch {batches + 1}: the model diverged; lower {lr_key}"
+                f"training loss is {parts['loss_total']} at batch {batches + 1}: the model diverged; "
+                f"lower {step.lr_key}"
             )
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        if center_optimizer is not None and center_weight > 0:
-            # Undo beta on the centres' gradient so their learning rate does not depend on it (strong baseline).
-            scaler.unscale_(center_optimizer)
-            for param in center_optimizer.param_groups[0]["params"]:
-                if param.grad is not None:
-                    param.grad.mul_(1.0 / center_weight)
-            scaler.step(center_optimizer)
-        scaler.update()
+        _backward_and_step(loss, step, scaler)
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + value
         batches += 1
@@ -127,6 +147,45 @@ def train_one_epoch(
             "lower data.batch_size or check the dataset"
         )
     return {key: value / batches for key, value in totals.items()}
+
+
+def _forward(model: nn.Module, images, labels, step: TrainStep, *, use_amp: bool):
+    """The loss of one batch (a tensor to backpropagate) and its parts as numbers."""
+    images = images.to(step.device, non_blocking=True)
+    if step.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = labels.to(step.device, non_blocking=True)
+    step.optimizer.zero_grad(set_to_none=True)
+    if step.center_optimizer is not None:
+        step.center_optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=step.device.type, enabled=use_amp):
+        output = model(images)
+    return step.criterion(_to_float(output), labels)
+
+
+def _backward_and_step(loss: torch.Tensor, step: TrainStep, scaler: torch.amp.GradScaler) -> None:
+    scaler.scale(loss).backward()
+    scaler.step(step.optimizer)
+    if step.center_optimizer is not None and step.center_weight > 0:
+        # Undo beta on the centres' gradient so their learning rate does not depend on it (strong baseline).
+        scaler.unscale_(step.center_optimizer)
+        for param in step.center_optimizer.param_groups[0]["params"]:
+            if param.grad is not None:
+                param.grad.mul_(1.0 / step.center_weight)
+        scaler.step(step.center_optimizer)
+    scaler.update()
+
+
+@contextmanager
+def _progress_bar(enabled: bool, loader, desc: str):
+    """A tqdm bar over the loader's batches, or None when progress is off."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(loader), desc=desc, leave=False, dynamic_ncols=True) as bar:
+        yield bar
 
 
 def _to_float(output):

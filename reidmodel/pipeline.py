@@ -5,6 +5,10 @@ Baseline = ``model.attention=[] model.bnneck=false adapt.cycles=0``; CSAM-ReID =
 +ULA(K) = ``kd.enabled=false``; +KD(mu) = ``kd.mu=mu``. "No ULA" is ``ula.enabled=false`` (fine-tuning is then
 skipped and only KD-free evaluation remains, i.e. source-only per cycle).
 
+The loop is a few named stages over one typed state (``AdaptState``): ``start_run`` (seed, device, data), then
+``source_model`` (stage 1) or ``resume``, and per cycle ``run_cycle`` (``pseudo_labels`` -> ``fine_tune`` ->
+``kd_merge`` -> ``evaluate_cycle``) and ``save``; ``reidmodel.checkpoint`` owns what goes on disk.
+
 Ground-truth target identities are read for ULA's diagnostics only (pseudo-label precision, purity, NMI); labels,
 templates and training never see them (tests/test_pipeline.py shuffles them to prove it).
 """
@@ -12,11 +16,10 @@ templates and training never see them (tests/test_pipeline.py shuffles them to p
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
+import functools
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,34 +27,43 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from reidmodel.checkpoint import (
+    CycleCheckpoint,
+    SourceCheckpoint,
+    load_cycle,
+    load_source,
+    save_cycle,
+    save_source,
+)
 from reidmodel.config import ExperimentConfig, to_yaml
-from reidmodel.cycle_metrics import LOSS_KEYS, ULA_KEYS, cycle_metric_names
+from reidmodel.cycle_metrics import LOSS_KEYS, ULA_KEYS, cycle_metric_names, metric
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
     build_train_loader,
+    decode_image,
     ensure_synthetic,
     load_images,
     resolve_dataset,
-    verify_image,
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.engine import (
+    TrainStep,
     build_optimizers,
     check_finite,
-    epoch_seed,
     resolve_device,
     seed_everything,
     step_schedule,
-    train_one_epoch,
+    train_epochs,
 )
 from reidmodel.evaluation import evaluate_features, evaluate_rank, extract_features
 from reidmodel.kd import merge_weights
 from reidmodel.losses import ReIDLoss
 from reidmodel.model import ReIDNet, build_model
 from reidmodel.rerank import re_ranking_features
-from reidmodel.ula import label_adaptation, resolve_num_classes
+from reidmodel.ula import ULAResult, label_adaptation, resolve_num_classes
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +104,7 @@ def load_domain(config: ExperimentConfig, name: str) -> Domain:
             # Decode every image once now (about 0.25 ms per 128x64 JPEG), so that a corrupt file stops the run
             # here, named, instead of in a loader worker after pre-training.
             for record in records:
-                verify_image(record.path)
+                decode_image(record.path)
     return Domain(dataset, images)
 
 
@@ -127,49 +139,48 @@ def pretrain_source(
     model = build_model(config.model, source.dataset.num_train_pids).to(device)
     _channels_last(model, config)
     criterion = ReIDLoss(config.loss, source.dataset.num_train_pids, model.feature_dim).to(device)
-    optimizer, center_optimizer = build_optimizers(
-        model, criterion, config.source.lr, config.source.weight_decay, config.loss.center_lr
-    )
+    step = _train_step(config, model, criterion, stage="source", device=device)
     schedule = step_schedule(
-        optimizer, config.source.step_size, config.source.gamma, config.source.warmup_epochs
+        step.optimizer, config.source.step_size, config.source.gamma, config.source.warmup_epochs
     )
-    history = []
     start = time.perf_counter()
-    for epoch in range(config.source.epochs):
-        loader = build_train_loader(
-            source.dataset.train,
-            config.data,
-            seed=epoch_seed(config.runtime.seed, "source", 0, epoch),
-            images=source.images["train"],
-        )
-        torch.manual_seed(epoch_seed(config.runtime.seed, "source", 0, epoch))
-        bar = _progress(progress, len(loader), f"source epoch {epoch + 1}/{config.source.epochs}")
-        losses = train_one_epoch(
-            model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="source.lr",
-        )
-        _close(bar)
-        schedule.step()
-        history.append({"stage": "source", "cycle": 0, "epoch": epoch + 1, **losses})
-        log.info("source epoch %d/%d %s", epoch + 1, config.source.epochs, _fmt(losses))
+    history = train_epochs(
+        model, step, _loaders(config, source), epochs=config.source.epochs, seed=config.runtime.seed,
+        stage="source", schedule=schedule, progress=progress,
+    )
     elapsed = time.perf_counter() - start
     # A diverged model must never be saved: the pre-training cache would share it with every trial of its key.
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point():
             check_finite(tensor, f"source model weights ({name})", "lower source.lr")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "num_classes": source.dataset.num_train_pids,
-            "signature": pretrain_signature(config),
-            "history": history,
-            "train_seconds": elapsed,
-        },
-        out_path,
+    checkpoint = SourceCheckpoint(
+        model=model.state_dict(), num_classes=source.dataset.num_train_pids, signature=pretrain_signature(config),
+        history=history, train_seconds=elapsed,
     )
+    save_source(out_path, checkpoint)
     return {"source_train_seconds": elapsed, **(history[-1] if history else {})}
+
+
+@dataclasses.dataclass
+class Run:
+    """What every stage of one experiment reads and none changes."""
+
+    config: ExperimentConfig
+    device: torch.device
+    source: Domain
+    target: Domain
+    progress: bool = False
+
+
+@dataclasses.dataclass
+class AdaptState:
+    """What the cycles change: the models, the per-epoch and per-cycle records, and where to go on."""
+
+    target_model: ReIDNet
+    intermediate: ReIDNet | None  # the fine-tuned model KD merges from; None before the first fine-tuning
+    history: list[dict]  # per-epoch losses, pre-training's first
+    cycles: list[dict]  # per-cycle metrics
+    next_cycle: int
 
 
 def run_experiment(
@@ -188,77 +199,110 @@ def run_experiment(
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    run = start_run(config, progress)
+    state = resume(run, resume_from) if resume_from is not None else source_model(run, source_checkpoint, workdir)
+    for cycle in range(state.next_cycle, config.adapt.cycles + 1):
+        metrics, degenerate = run_cycle(run, state, cycle)
+        checkpoint_dir = save(run, state, workdir)
+        if report is not None:
+            report(dict(metrics), checkpoint_dir)
+        if degenerate and config.adapt.stop_on_degenerate:
+            log.warning("stopping after cycle %d: adapt.stop_on_degenerate is set", cycle)
+            break
+    return state.cycles
+
+
+def start_run(config: ExperimentConfig, progress: bool = False) -> Run:
+    """Seed, pick the device and decode both domains once."""
     _setup_runtime(config)
     device = resolve_device(config.runtime.device)
     source = load_domain(config, config.data.source)
     target = source if config.data.target == config.data.source else load_domain(config, config.data.target)
+    return Run(config, device, source, target, progress)
 
-    if resume_from is not None:
-        state = torch.load(Path(resume_from) / "state.pt", map_location="cpu", weights_only=True)
-        history = _read_csv(Path(resume_from) / "history.csv")
-        cycles = _read_csv(Path(resume_from) / "cycles.csv")
-        first_cycle = int(state["cycle"]) + 1
-        target_model = _model_from_state(config, state["target"], state["target_classes"], device)
-        intermediate = (
-            _model_from_state(config, state["intermediate"], state["intermediate_classes"], device)
-            if state["intermediate"] is not None
-            else None
-        )
-        log.info("resumed after cycle %d from %s", first_cycle - 1, resume_from)
-    else:
-        if source_checkpoint is None:
-            source_checkpoint = workdir / "source.pt"
-            pretrain_source(config, source_checkpoint, progress=progress, source=source)
-        checkpoint = torch.load(source_checkpoint, map_location="cpu", weights_only=True)
-        if checkpoint.get("signature") != pretrain_signature(config):
-            raise ValueError(
-                f"source checkpoint {source_checkpoint} was trained with another pre-training config: "
-                "delete it or pass the matching one"
-            )
-        target_model = _model_from_state(config, checkpoint["model"], checkpoint["num_classes"], device)
-        intermediate = None
-        history = list(checkpoint["history"])
-        cycles = []
-        first_cycle = 0
 
-    num_classes = resolve_num_classes(config.ula, target.dataset.num_train_pids)
-    true_ids = np.array([record.pid for record in target.dataset.train])
-    for cycle in range(first_cycle, config.adapt.cycles + 1):
-        start = time.perf_counter()
-        ula: dict[str, Any] = {}
-        losses: dict[str, float] = {}
-        if cycle > 0 and config.ula.enabled:
-            features = extract_features(
-                target_model, _test_loader(config, target, "train"), device
-            )
-            check_finite(features, f"cycle {cycle}: target training features", "lower adapt.lr")
-            result = label_adaptation(features, config.ula, num_classes, true_ids=true_ids)
-            ula = result.diagnostics
-            if ula["degenerate"]:
-                log.warning("cycle %d: ULA is degenerate, the model is left unchanged: %s", cycle, ula["reason"])
-            else:
-                intermediate = intermediate or copy.deepcopy(target_model)
-                losses = _fine_tune(config, intermediate, target, result, cycle, history, device, progress)
-                merge_weights(target_model, intermediate, merge_factor(config))
-        if cycle == 0 and history:  # the source-only model reports pre-training's last losses
-            losses = {key: history[-1][key] for key in LOSS_KEYS}
-        metrics = _every_metric({
-            **_evaluate_cycle(config, target_model, source, target, device),
-            "cycle": cycle,
-            "epoch": config.source.epochs + cycle * config.adapt.cycle_epochs,
-            "time_s": time.perf_counter() - start,
-            **{f"ula_{key}": float(ula[key]) for key in ULA_KEYS if ula.get(key) is not None},
-            **losses,
-        })
-        cycles.append(metrics)
-        log.info("cycle %d %s", cycle, _fmt(metrics))
-        checkpoint_dir = _save_cycle(workdir, config, cycle, target_model, intermediate, history, cycles)
-        if report is not None:
-            report(dict(metrics), checkpoint_dir)
-        if ula.get("degenerate") and config.adapt.stop_on_degenerate:
-            log.warning("stopping after cycle %d: adapt.stop_on_degenerate is set", cycle)
-            break
-    return cycles
+def source_model(run: Run, source_checkpoint: Path | None, workdir: Path) -> AdaptState:
+    """The state before cycle 0: stage 1's model as the target model, pre-trained now into ``workdir/source.pt``
+    unless a source checkpoint is given."""
+    if source_checkpoint is None:
+        source_checkpoint = workdir / "source.pt"
+        pretrain_source(run.config, source_checkpoint, progress=run.progress, source=run.source)
+    checkpoint = load_source(source_checkpoint, pretrain_signature(run.config))
+    target_model = _model_from_state(run, checkpoint.model, checkpoint.num_classes)
+    return AdaptState(target_model, intermediate=None, history=list(checkpoint.history), cycles=[], next_cycle=0)
+
+
+def resume(run: Run, folder: Path) -> AdaptState:
+    """The state after the cycle saved in ``folder``."""
+    saved = load_cycle(folder)
+    intermediate = None
+    if saved.intermediate is not None:
+        intermediate = _model_from_state(run, saved.intermediate, saved.intermediate_classes)
+    log.info("resumed after cycle %d from %s", saved.cycle, folder)
+    return AdaptState(
+        _model_from_state(run, saved.target, saved.target_classes), intermediate, saved.history, saved.cycles,
+        next_cycle=int(saved.cycle) + 1,
+    )
+
+
+def run_cycle(run: Run, state: AdaptState, cycle: int) -> tuple[dict[str, Any], bool]:
+    """One cycle of the paper's loop: ULA -> fine-tune -> KD merge (from cycle 1, when ULA is on), then evaluation.
+    Returns the cycle's metrics and whether ULA was degenerate (the model is then left unchanged)."""
+    started = time.perf_counter()
+    ula: dict[str, Any] = {}
+    losses = _losses(state.history[-1]) if cycle == 0 and state.history else {}  # pre-training's last epoch
+    if cycle > 0 and run.config.ula.enabled:
+        result = pseudo_labels(run, state.target_model, cycle)
+        ula = result.diagnostics
+        if ula["degenerate"]:
+            log.warning("cycle %d: ULA is degenerate, the model is left unchanged: %s", cycle, ula["reason"])
+        else:
+            state.intermediate = state.intermediate or copy.deepcopy(state.target_model)
+            rows = fine_tune(run, state.intermediate, result, cycle)
+            state.history.extend(rows)
+            losses = _losses(rows[-1]) if rows else {}
+            kd_merge(run.config, state)
+    metrics = _every_metric({
+        **evaluate_cycle(run, state.target_model),
+        "cycle": cycle,
+        "epoch": run.config.source.epochs + cycle * run.config.adapt.cycle_epochs,
+        "time_s": time.perf_counter() - started,
+        **{f"ula_{key}": float(ula[key]) for key in ULA_KEYS if ula.get(key) is not None},
+        **losses,
+    })
+    state.cycles.append(metrics)
+    state.next_cycle = cycle + 1
+    log.info("cycle %d %s", cycle, _fmt(metrics))
+    return metrics, bool(ula.get("degenerate"))
+
+
+def pseudo_labels(run: Run, model: ReIDNet, cycle: int) -> ULAResult:
+    """ULA on the target training set's features; its true identities feed the diagnostics only."""
+    features = extract_features(model, _test_loader(run.config, run.target, "train"), run.device)
+    check_finite(features, f"cycle {cycle}: target training features", "lower adapt.lr")
+    num_classes = resolve_num_classes(run.config.ula, run.target.dataset.num_train_pids)
+    true_ids = np.array([record.pid for record in run.target.dataset.train])
+    return label_adaptation(features, run.config.ula, num_classes, true_ids=true_ids)
+
+
+def fine_tune(run: Run, model: ReIDNet, result: ULAResult, cycle: int) -> list[dict]:
+    """Train the intermediate model on the pseudo-labelled target set for one cycle; its history rows."""
+    templates = torch.as_tensor(result.templates, dtype=torch.float32)
+    model.reset_classifier(len(templates), weight=templates)
+    model.to(run.device)
+    criterion = ReIDLoss(run.config.loss, len(templates), model.feature_dim).to(run.device)
+    criterion.center.set_centers(templates)
+    step = _train_step(run.config, model, criterion, stage="adapt", device=run.device)
+    loaders = _loaders(run.config, run.target, labels=result.pseudo_labels)
+    return train_epochs(
+        model, step, loaders, epochs=run.config.adapt.cycle_epochs, seed=run.config.runtime.seed,
+        stage="adapt", cycle=cycle, progress=run.progress,
+    )
+
+
+def kd_merge(config: ExperimentConfig, state: AdaptState) -> None:
+    """Knowledge distillation in weight space: the target model moves mu of the way to the fine-tuned one."""
+    merge_weights(state.target_model, state.intermediate, merge_factor(config))
 
 
 def merge_factor(config: ExperimentConfig) -> float:
@@ -266,44 +310,13 @@ def merge_factor(config: ExperimentConfig) -> float:
     return config.kd.mu if config.kd.enabled else 1.0
 
 
-def _fine_tune(config, model: ReIDNet, target: Domain, result, cycle, history, device, progress) -> dict:
-    """Train the intermediate model on the pseudo-labelled target set for one cycle."""
-    templates = torch.as_tensor(result.templates, dtype=torch.float32)
-    model.reset_classifier(len(templates), weight=templates)
-    model.to(device)
-    criterion = ReIDLoss(config.loss, len(templates), model.feature_dim).to(device)
-    criterion.center.set_centers(templates)
-    optimizer, center_optimizer = build_optimizers(
-        model, criterion, config.adapt.lr, config.adapt.weight_decay, config.loss.center_lr
-    )
-    losses: dict[str, float] = {}
-    for epoch in range(config.adapt.cycle_epochs):
-        seed = epoch_seed(config.runtime.seed, "adapt", cycle, epoch)
-        loader = build_train_loader(
-            target.dataset.train, config.data, labels=result.pseudo_labels, seed=seed, images=target.images["train"]
-        )
-        torch.manual_seed(seed)
-        bar = _progress(progress, len(loader), f"cycle {cycle} epoch {epoch + 1}/{config.adapt.cycle_epochs}")
-        losses = train_one_epoch(
-            model, loader, criterion, optimizer, center_optimizer, device,
-            config.loss.center_weight, config.runtime.amp, config.runtime.channels_last, bar, lr_key="adapt.lr",
-        )
-        _close(bar)
-        history.append({"stage": "adapt", "cycle": cycle, "epoch": epoch + 1, **losses})
-    return losses
-
-
-def _evaluate_cycle(config, model, source: Domain, target: Domain, device) -> dict[str, float]:
-    metrics = {f"target_{k}": v for k, v in evaluate_domain(config, model, target, device).items()}
-    if config.eval.eval_source:
-        metrics.update({f"source_{k}": v for k, v in evaluate_domain(config, model, source, device).items()})
+def evaluate_cycle(run: Run, model: ReIDNet) -> dict[str, float]:
+    """target_* always, source_* when eval.eval_source is set."""
+    metrics = {f"target_{k}": v for k, v in evaluate_domain(run.config, model, run.target, run.device).items()}
+    if run.config.eval.eval_source:
+        source = evaluate_domain(run.config, model, run.source, run.device)
+        metrics.update({f"source_{k}": v for k, v in source.items()})
     return metrics
-
-
-def _every_metric(measured: dict[str, Any]) -> dict[str, Any]:
-    """Every registered metric in report order, NaN where this cycle measured nothing (no ULA at cycle 0, no
-    fine-tuning after a degenerate ULA, no source evaluation), so that every cycle's row has the same columns."""
-    return {name: measured.get(name, math.nan) for name in cycle_metric_names()}
 
 
 def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> dict[str, float]:
@@ -334,72 +347,64 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     }
 
 
+def save(run: Run, state: AdaptState, workdir: Path) -> Path:
+    """Checkpoint the state after its last cycle; returns the cycle's folder."""
+    # Without KD (mu = 1) the intermediate equals the target up to its classifier, which every cycle
+    # rebuilds: saving it would double the checkpoint for nothing.
+    intermediate = None if merge_factor(run.config) == 1.0 else state.intermediate
+    checkpoint = CycleCheckpoint(
+        cycle=state.next_cycle - 1,
+        target=state.target_model.state_dict(),
+        target_classes=state.target_model.classifier.out_features,
+        intermediate=None if intermediate is None else intermediate.state_dict(),
+        intermediate_classes=None if intermediate is None else intermediate.classifier.out_features,
+        history=state.history,
+        cycles=state.cycles,
+    )
+    return save_cycle(workdir, checkpoint, to_yaml(run.config))
+
+
+def _every_metric(measured: dict[str, Any]) -> dict[str, Any]:
+    """Every registered metric in report order, NaN where this cycle measured nothing (no ULA at cycle 0, no
+    fine-tuning after a degenerate ULA, no source evaluation), so that every cycle's row has the same columns."""
+    return {name: measured.get(name, math.nan) for name in cycle_metric_names()}
+
+
+def _losses(history_row: dict[str, Any]) -> dict[str, float]:
+    return {key: history_row[key] for key in LOSS_KEYS}
+
+
+def _train_step(config: ExperimentConfig, model: ReIDNet, criterion: ReIDLoss, *, stage: str, device) -> TrainStep:
+    """Fresh optimizers for one training stage ("source" or "adapt"), with that stage's lr and weight decay."""
+    settings = getattr(config, stage)
+    optimizer, center_optimizer = build_optimizers(
+        model, criterion, settings.lr, settings.weight_decay, config.loss.center_lr
+    )
+    return TrainStep(
+        criterion, optimizer, center_optimizer, config.loss.center_weight, device,
+        amp=config.runtime.amp, channels_last=config.runtime.channels_last, lr_key=f"{stage}.lr",
+    )
+
+
+def _loaders(config: ExperimentConfig, domain: Domain, labels=None) -> Callable[..., DataLoader]:
+    """``loaders(seed=...)``: a training loader over the domain's training set, per epoch."""
+    return functools.partial(
+        build_train_loader, domain.dataset.train, config.data, labels=labels, images=domain.images["train"]
+    )
+
+
 def _test_loader(config: ExperimentConfig, domain: Domain, split: str):
     return build_test_loader(
         getattr(domain.dataset, split), config.data, images=domain.images[split], batch_size=config.eval.batch_size
     )
 
 
-def _model_from_state(config: ExperimentConfig, state: dict, num_classes: int, device) -> ReIDNet:
-    model = build_model(dataclasses.replace(config.model, pretrained="none"), num_classes)
+def _model_from_state(run: Run, state: dict, num_classes: int) -> ReIDNet:
+    model = build_model(dataclasses.replace(run.config.model, pretrained="none"), num_classes)
     model.load_state_dict(state)
-    model.to(device)
-    _channels_last(model, config)
+    model.to(run.device)
+    _channels_last(model, run.config)
     return model
-
-
-def _save_cycle(workdir: Path, config, cycle, target_model, intermediate, history, cycles) -> Path:
-    """Write this cycle's resumable state into a fresh folder and drop the previous one."""
-    folder = workdir / "checkpoints" / f"cycle_{cycle:03d}"
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    # Without KD (mu = 1) the intermediate equals the target up to its classifier, which every cycle
-    # rebuilds: saving it would double the checkpoint for nothing.
-    if merge_factor(config) == 1.0:
-        intermediate = None
-    torch.save(
-        {
-            "cycle": cycle,
-            "target": target_model.state_dict(),
-            "target_classes": target_model.classifier.out_features,
-            "intermediate": None if intermediate is None else intermediate.state_dict(),
-            "intermediate_classes": None if intermediate is None else intermediate.classifier.out_features,
-        },
-        tmp / "state.pt",
-    )
-    _write_csv(tmp / "history.csv", history)
-    _write_csv(tmp / "cycles.csv", cycles)
-    (tmp / "config.yaml").write_text(to_yaml(config))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    for older in (workdir / "checkpoints").glob("cycle_*"):
-        if older != folder:
-            shutil.rmtree(older, ignore_errors=True)
-    return folder
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
-
-
-def _number(text: str):
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
 def _setup_runtime(config: ExperimentConfig) -> None:
@@ -413,22 +418,10 @@ def _channels_last(model, config) -> None:
         model.to(memory_format=torch.channels_last)
 
 
-def _progress(enabled: bool, total: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _close(bar) -> None:
-    if bar is not None:
-        bar.close()
-
-
-def _fmt(metrics: dict) -> str:
+def _fmt(metrics: dict[str, Any]) -> str:
+    """The measured metrics, each in its registered format, for the log."""
     return " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in metrics.items()
-        if not (isinstance(v, float) and math.isnan(v))
+        f"{name}={metric(name).format(value)}"
+        for name, value in metrics.items()
+        if not (isinstance(value, float) and math.isnan(value))
     )

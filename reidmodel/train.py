@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from reidmodel.checkpoint import CYCLES, HISTORY, last_cycle
 from reidmodel.config import ConfigError, load_config, to_yaml
 from reidmodel.cycle_metrics import metric
 from reidmodel.data import DatasetError
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = _load(args)
-        resume_from = _last_checkpoint(args.out) if args.resume else None
+        resume_from = last_cycle(args.out) if args.resume else None
         if args.resume and resume_from is None:
             raise ConfigError(f"--resume given but {args.out}/checkpoints holds no finished cycle: drop --resume")
         _check_out(args.out, args.resume)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(metrics, checkpoint_dir):
         print(_row(metric(key).format(metrics.get(key)) for key in COLUMNS), flush=True)
-        for name in ("cycles.csv", "history.csv"):
+        for name in (CYCLES, HISTORY):
             shutil.copyfile(checkpoint_dir / name, args.out / name)
 
     try:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc, 2)
     except DivergenceError as exc:
         return _fail(exc, 1)
-    print(f"wrote {args.out / 'cycles.csv'}")
+    print(f"wrote {args.out / CYCLES}")
     return 0
 
 
@@ -94,11 +95,6 @@ def _check_out(out: Path, resume: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out {out} cannot be created ({exc.strerror}): pass a folder you can write") from exc
-
-
-def _last_checkpoint(out: Path) -> Path | None:
-    folders = sorted(p for p in (out / "checkpoints").glob("cycle_*") if not p.name.endswith(".tmp"))
-    return folders[-1] if folders else None
 
 
 def _row(cells) -> str:

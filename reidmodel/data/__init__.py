@@ -6,10 +6,10 @@ from reidmodel.data.datasets import (
     DatasetError,
     ImageRecord,
     ReIDDataset,
+    decode_image,
     load_dataset,
     relabel,
     resolve_dataset,
-    verify_image,
 )
 from reidmodel.data.synthetic import ensure_synthetic
 
@@ -47,11 +47,11 @@ __all__ = [
     "build_test_transform",
     "build_train_loader",
     "build_train_transform",
+    "decode_image",
     "ensure_synthetic",
     "load_dataset",
     "load_images",
     "read_image",
     "relabel",
     "resolve_dataset",
-    "verify_image",
 ]

@@ -137,7 +137,7 @@ def load_dataset(
         dataset.name = name
     if verify_images:
         for record in dataset.train + dataset.query + dataset.gallery:
-            verify_image(record.path)
+            decode_image(record.path)
     return dataset
 
 
@@ -163,11 +163,13 @@ def resolve_dataset(name: str, root: str | Path) -> ReIDDataset:
     )
 
 
-def verify_image(path: str) -> None:
-    """Decode an image fully, so that a truncated or corrupt file fails here and not mid-training."""
+def decode_image(path: str | Path) -> Image.Image:
+    """The image's pixels in RGB, decoded in full: a file PIL cannot decode (truncated, corrupt, not an image) is a
+    DatasetError naming it, never skipped. The loaders read images through it and the check at load decodes every
+    image with it, so both accept exactly the same files."""
     try:
         with Image.open(path) as image:
-            image.load()
+            return image.convert("RGB")
     except (OSError, SyntaxError, ValueError) as exc:
         raise DatasetError(f"cannot decode image {path} ({one_line(exc)}): replace or delete the file") from exc
 

@@ -5,25 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from reidmodel.config import DataConfig
-from reidmodel.data.datasets import DatasetError, ImageRecord
+from reidmodel.data.datasets import ImageRecord, decode_image
 from reidmodel.data.sampler import IdentitySampler
 from reidmodel.data.transforms import build_test_transform, build_train_transform
 
 
 def read_image(path: str) -> torch.Tensor:
-    """An RGB image as a uint8 [3, H, W] tensor; a file PIL cannot decode is an error, never skipped."""
-    try:
-        with Image.open(path) as image:
-            return F.pil_to_tensor(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        message = " ".join(str(exc).split())
-        raise DatasetError(f"cannot decode image {path} ({message}): replace or delete the file") from exc
+    """An RGB image as a uint8 [3, H, W] tensor; a file that cannot be decoded is a DatasetError naming it."""
+    return F.pil_to_tensor(decode_image(path))
 
 
 def load_images(records: Sequence[ImageRecord], height: int, width: int) -> torch.Tensor:
