@@ -5,6 +5,7 @@ a study can check its search metric against it before anything starts."""
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from reidmodel.messages import suggest
@@ -21,7 +22,7 @@ class Metric:
 
     def format(self, value) -> str:
         """The cell text; "-" for a value the cycle did not measure (None or NaN)."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
             return "-"
         return format(value, self.fmt)
 

@@ -30,7 +30,7 @@ def test_ula_labels_and_digits_are_the_report_columns():
     assert metric("loss_total").format(4.697789) == "4.698" and metric("cycle").format(2) == "2"
 
 
-@pytest.mark.parametrize("missing", [None, math.nan])
+@pytest.mark.parametrize("missing", [None, math.nan, np.float32("nan")])
 def test_unmeasured_value_is_a_dash(missing):
     assert metric("source_mAP").format(missing) == "-"
 
