@@ -9,8 +9,6 @@ and torchreid's classic Python loop.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from sklearn.cluster import DBSCAN
 from sklearn.preprocessing import normalize
@@ -177,14 +175,14 @@ def child_label_equality(train: TrainSet) -> dict:
     features, _ = train_features(train)
     settings = {
         "jaccard eps 0.5": JACCARD,
-        "jaccard eps 0.6, k1 10": replace(JACCARD, eps=0.6, k1=10, k2=3),
-        "jaccard quantile 0.2%": replace(JACCARD, eps_mode="quantile"),
+        "jaccard eps 0.6, k1 10": JACCARD.model_copy(update=dict(eps=0.6, k1=10, k2=3)),
+        "jaccard quantile 0.2%": JACCARD.model_copy(update=dict(eps_mode="quantile")),
         "euclidean eps 1.25": EUCLIDEAN,
-        "euclidean quantile 0.1%": replace(EUCLIDEAN, eps_mode="quantile", eps_quantile=0.001),
+        "euclidean quantile 0.1%": EUCLIDEAN.model_copy(update=dict(eps_mode="quantile", eps_quantile=0.001)),
     }
     out = {}
     for name, cfg in settings.items():
-        cfg = replace(cfg, similarity_threshold=1.0)  # nothing joins by template: DBSCAN's labels only
+        cfg = cfg.model_copy(update=dict(similarity_threshold=1.0))  # nothing joins by template: DBSCAN's labels only
         num_classes = max(2, train.num_ids // 2)
         result = label_adaptation(features, cfg, num_classes)
         dense, _ = dense_labels(features, cfg, num_classes)

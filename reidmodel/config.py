@@ -1,26 +1,27 @@
 """One typed configuration for an experiment, with the paper's defaults and a CPU preset.
 
-The dataclass defaults are the paper's setting (docs/method.md sections 3-8). ``preset("cpu")`` is the
-scaled-down setting the synthetic benchmark is calibrated for. YAML files and ``--set key=value``
-overrides are validated on load: an unknown key names the closest valid one, a wrong type or an
-out-of-range value names the field.
+Each setting is declared once below, with its type, range or choices, default (the paper's setting,
+docs/method.md sections 3-8) and help; ``preset("cpu")`` is the scaled-down setting the synthetic benchmark
+is calibrated for.
+YAML files and ``--set key=value`` overrides are validated against that declaration (reidmodel/schema.py): an
+unknown key names the closest valid one, a wrong type or an out-of-range value names the field, the value and
+what is allowed. ``python -m reidmodel.train --help-config`` lists every setting.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
-from reidmodel.messages import one_line, suggest
+from reidmodel.messages import one_line
+from reidmodel.schema import Int, Settings, Text, error_line
 
-ATTENTION_STAGES = ("conv3", "conv4", "conv5")
+AttentionStage = Literal["conv3", "conv4", "conv5"]
+ATTENTION_STAGES: tuple[str, ...] = get_args(AttentionStage)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
@@ -38,149 +39,205 @@ _Loader.add_implicit_resolver(
 
 def list_text(values: list) -> str:
     """The one text form of a list setting (attention stages): 'conv3+conv4', as MLflow params, Optuna's
-    categorical values and report cells carry it; ``_coerce`` reads it back (',' works too)."""
+    categorical values and report cells carry it; ``from_list_text`` reads it back."""
     return "+".join(map(str, values))
+
+
+def from_list_text(value: Any) -> Any:
+    """'conv3+conv4' (or 'conv3,conv4') -> ['conv3', 'conv4']; anything else is left to validation."""
+    if isinstance(value, str):
+        return [v for v in value.replace("+", ",").split(",") if v]
+    return list(value) if isinstance(value, tuple) else value
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as one line that names the field and the fix."""
 
 
-@dataclass
-class DataConfig:
-    # None: the embedded synthetic benchmark (generated on first use into synthetic_cache).
-    root: str | None = None
-    # Dataset names: market1501, dukemtmc, msmt17, synthetic_market, synthetic_duke, or the name of
-    # any Market-layout folder under root.
-    source: str = "dukemtmc"
-    target: str = "market1501"
-    height: int = 256
-    width: int = 128
-    batch_size: int = 64
-    num_instances: int = 4  # K of the P x K identity sampler
-    workers: int = 4
-    # Decode every image once and keep the uint8 tensors in memory (small datasets).
-    in_memory: bool = False
-    flip_prob: float = 0.5
-    pad: int = 10
-    color_jitter: float = 0.2  # brightness/contrast/saturation strength; 0 disables it
-    random_erasing_prob: float = 0.5
-    synthetic_cache: str = "~/.cache/reid-study/synthetic"
-    synthetic_ids: int = 120  # training identities per synthetic domain
-    synthetic_seed: int = 0
+class DataConfig(Settings):
+    """Datasets, input size, the P x K sampler and augmentation (docs/data.md)."""
+
+    root: Text | None = Field(
+        None, description="folder holding the datasets; null: the embedded synthetic benchmark, generated on "
+        "first use into data.synthetic_cache")
+    source: Text = Field(
+        "dukemtmc", description="labelled source dataset: market1501, dukemtmc, msmt17, synthetic_market, "
+        "synthetic_duke or a Market-layout folder under root")
+    target: Text = Field("market1501", description="unlabelled target dataset (names as for data.source)")
+    height: Int = Field(256, gt=0, description="input image height in pixels")
+    width: Int = Field(128, gt=0, description="input image width in pixels")
+    batch_size: Int = Field(64, gt=0, description="training images per batch (P identities x K images)")
+    num_instances: Int = Field(
+        4, ge=1, description="K of the P x K identity sampler: images per identity in a batch (<= batch_size)")
+    workers: Int = Field(4, ge=0, description="data-loading worker processes; 0 loads in the training process")
+    in_memory: bool = Field(
+        False, description="decode every image once and keep the uint8 tensors in memory (small datasets)")
+    flip_prob: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    pad: Int = Field(10, ge=0, description="zero padding in pixels before the random crop; 0: no crop")
+    color_jitter: float = Field(
+        0.2, ge=0, description="brightness/contrast/saturation jitter strength; 0 disables it")
+    random_erasing_prob: float = Field(0.5, ge=0, le=1, description="probability of random erasing")
+    synthetic_cache: Text = Field(
+        "~/.cache/reid-study/synthetic", description="where the synthetic benchmark is generated and kept")
+    synthetic_ids: Int = Field(120, ge=4, description="training identities per synthetic domain")
+    synthetic_seed: Int = Field(0, description="seed the synthetic benchmark is generated from")
+
+    @field_validator("num_instances")
+    @classmethod
+    def _fits_a_batch(cls, num_instances: int, info: ValidationInfo) -> int:
+        batch_size = info.data.get("batch_size")  # absent when it failed its own check
+        if batch_size is not None and num_instances > batch_size:
+            raise ValueError(f"is out of range (<= data.batch_size={batch_size}): lower it or raise "
+                             "data.batch_size")
+        return num_instances
 
 
-@dataclass
-class ModelConfig:
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet10"] = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | PATH to a torchvision state dict
-    last_stride: int = 1
-    attention: list[str] = field(default_factory=lambda: list(ATTENTION_STAGES))
-    attention_reduction: int = 16
-    bnneck: bool = True
+class ModelConfig(Settings):
+    """The network: a ResNet with CBAM attention and a BNNeck (docs/method.md section 3)."""
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet10"] = Field(
+        "resnet50", description="torchvision ResNet the network is built on")
+    pretrained: Text = Field(
+        "imagenet", description="backbone weights: imagenet, none (from scratch) or the path of a torchvision "
+        "ResNet state dict")
+    last_stride: Int = Field(
+        1, ge=1, le=2, description="stride of the last ResNet stage (1 doubles the feature map)")
+    attention: Annotated[list[AttentionStage], BeforeValidator(from_list_text)] = Field(
+        default_factory=lambda: list(ATTENTION_STAGES),
+        description="stages followed by a CBAM attention module: [conv3, conv4] or conv3+conv4; [] for none")
+    attention_reduction: Int = Field(16, ge=1, description="channel reduction ratio of the CBAM channel attention")
+    bnneck: bool = Field(True, description="BatchNorm neck between the triplet feature and the classifier")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _weights_exist(cls, pretrained: str) -> str:
+        if pretrained not in ("imagenet", "none") and not Path(pretrained).expanduser().exists():
+            raise ValueError("is neither 'imagenet', 'none' nor an existing file: point it at a torchvision "
+                             "ResNet state dict")
+        return pretrained
 
 
-@dataclass
-class LossConfig:
-    label_smoothing: float = 0.1
-    triplet_margin: float = 0.3
-    center_weight: float = 0.0035  # beta
-    center_lr: float = 0.5
+class LossConfig(Settings):
+    """The losses of both stages: identity, triplet and centre (docs/method.md section 4)."""
+
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the identity cross-entropy")
+    triplet_margin: float = Field(0.3, ge=0, description="margin of the batch-hard triplet loss")
+    center_weight: float = Field(0.0035, ge=0, description="beta: weight of the centre loss")
+    center_lr: float = Field(0.5, ge=0, description="learning rate of the centre loss's own SGD on the centres")
 
 
-@dataclass
-class SourceConfig:
+class SourceConfig(Settings):
     """Stage 1: supervised pre-training on the labelled source domain."""
 
-    epochs: int = 120
+    epochs: Int = Field(120, ge=0, description="pre-training epochs on the labelled source domain")
     # The paper prints 3.5e-5; the strong baseline it builds on uses 3.5e-4 (see docs/method.md section 8).
-    lr: float = 3.5e-5
-    weight_decay: float = 5e-4
-    step_size: int = 50
-    gamma: float = 0.1
-    warmup_epochs: int = 0
+    lr: float = Field(3.5e-5, gt=0, description="Adam learning rate of pre-training (the paper prints 3.5e-5)")
+    weight_decay: float = Field(5e-4, ge=0, description="Adam weight decay of pre-training")
+    step_size: Int = Field(50, gt=0, description="epochs between two learning-rate decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor at each decay")
+    warmup_epochs: Int = Field(0, ge=0, description="epochs of linear learning-rate warm-up; 0: none")
 
 
-@dataclass
-class ULAConfig:
+class ULAConfig(Settings):
     """Unsupervised label adaptation (docs/method.md sections 5 and 8)."""
 
-    enabled: bool = True
-    distance: Literal["euclidean", "jaccard"] = "euclidean"
-    normalize: bool = True  # cluster L2-normalised features (Euclidean 1.0 == cosine 0.5)
-    eps_mode: Literal["fixed", "quantile"] = "fixed"
-    eps: float = 1.0
-    eps_quantile: float = 0.002  # eps_mode=quantile: this quantile of the pairwise distances
-    min_samples: int = 4
-    # K base classes. num_classes wins when set; otherwise class_ratio x target training identities
-    # (the paper's 750 on Market's 751 ids is class_ratio 1.0).
-    num_classes: int | None = 750
-    class_ratio: float = 1.0
-    similarity_threshold: float = 0.8
-    k1: int = 20  # k-reciprocal neighbours for the jaccard distance
-    k2: int = 6
+    enabled: bool = Field(
+        True, description="pseudo-label the target by clustering; false: no adaptation training")
+    distance: Literal["euclidean", "jaccard"] = Field(
+        "euclidean", description="distance DBSCAN clusters on (jaccard: k-reciprocal)")
+    normalize: bool = Field(True, description="cluster L2-normalised features (Euclidean 1.0 == cosine 0.5)")
+    eps_mode: Literal["fixed", "quantile"] = Field(
+        "fixed", description="fixed: DBSCAN eps is ula.eps; quantile: the ula.eps_quantile quantile of the "
+        "distances")
+    eps: float = Field(1.0, gt=0, description="DBSCAN neighbourhood radius (eps_mode=fixed)")
+    eps_quantile: float = Field(
+        0.002, gt=0, lt=1, description="eps_mode=quantile: this quantile of the pairwise distances is eps")
+    min_samples: Int = Field(4, ge=1, description="DBSCAN min_samples: neighbours that make a core point")
+    # num_classes wins when set; the paper's 750 on Market's 751 ids is class_ratio 0.998668442.
+    num_classes: Int | None = Field(
+        750, ge=1, description="K base classes; null: ula.class_ratio x the target's training identities")
+    class_ratio: float = Field(
+        1.0, gt=0, description="K as a fraction of the target's training identities (num_classes null)")
+    similarity_threshold: float = Field(
+        0.8, ge=-1, le=1, description="cosine similarity above which a sample joins its closest template")
+    k1: Int = Field(20, ge=1, description="k-reciprocal neighbours of the jaccard distance")
+    k2: Int = Field(6, ge=1, description="neighbours averaged by the jaccard distance's query expansion")
     # Degenerate clustering: refuse to train on it (docs/method.md section 5; see ula.py).
-    max_cluster_fraction: float = 0.5
-    min_labelled_fraction: float = 0.05
+    max_cluster_fraction: float = Field(
+        0.5, gt=0, le=1, description="a largest cluster above this fraction of the target is degenerate")
+    min_labelled_fraction: float = Field(
+        0.05, ge=0, lt=1, description="fewer labelled samples than this fraction of the target is degenerate")
 
 
-@dataclass
-class KDConfig:
-    enabled: bool = True
-    mu: float = 0.5
+class KDConfig(Settings):
+    """Weight-space knowledge distillation after every cycle (docs/method.md section 6)."""
+
+    enabled: bool = Field(
+        True, description="merge weights after every cycle; false: the fine-tuned model is kept (mu = 1)")
+    mu: float = Field(
+        0.5, ge=0, le=1, description="weight of the fine-tuned model in the merge W := (1 - mu) W + mu W_tuned")
 
 
-@dataclass
-class AdaptConfig:
+class AdaptConfig(Settings):
     """Stage 2: cycles of ULA -> fine-tune -> KD merge -> evaluate."""
 
-    cycles: int = 16
-    cycle_epochs: int = 5
-    lr: float = 1e-7  # as printed in the paper
-    weight_decay: float = 5e-4
-    stop_on_degenerate: bool = False
+    cycles: Int = Field(
+        16, ge=0, description="adaptation cycles (ULA, fine-tune, KD merge, evaluate); 0: source-only")
+    cycle_epochs: Int = Field(5, ge=1, description="fine-tuning epochs per cycle")
+    lr: float = Field(1e-7, gt=0, description="Adam learning rate of fine-tuning (1e-7 as printed in the paper)")
+    weight_decay: float = Field(5e-4, ge=0, description="Adam weight decay of fine-tuning")
+    stop_on_degenerate: bool = Field(
+        False, description="end the run at the first degenerate clustering instead of skipping that cycle")
 
 
-@dataclass
-class EvalConfig:
-    distance: Literal["euclidean", "cosine"] = "euclidean"
-    rerank: bool = False
-    max_rank: int = 50
-    eval_source: bool = True
-    batch_size: int = 256
+class EvalConfig(Settings):
+    """Evaluation under the Market protocol (docs/method.md section 7)."""
+
+    distance: Literal["euclidean", "cosine"] = Field("euclidean", description="query-gallery distance")
+    rerank: bool = Field(False, description="k-reciprocal re-ranking of the distances (not in the paper)")
+    max_rank: Int = Field(50, ge=1, description="longest rank of the CMC curve")
+    eval_source: bool = Field(True, description="also evaluate on the source domain every cycle")
+    batch_size: Int = Field(256, ge=1, description="images per batch when extracting features")
 
 
-@dataclass
-class RuntimeConfig:
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    seed: int = 0
-    amp: bool = False
-    channels_last: bool = False
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+class RuntimeConfig(Settings):
+    """Where and how a run executes: device, seed, precision, threads."""
+
+    device: Text = Field("auto", description="auto, cpu, cuda or cuda:N (auto: cuda when available)")
+    seed: Int = Field(0, description="seed of every random draw: the same seed gives the same metrics")
+    amp: bool = Field(False, description="mixed precision on CUDA")
+    channels_last: bool = Field(False, description="channels-last memory format for convolutions")
+    threads: Int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not DEVICE_PATTERN.fullmatch(device):
+            raise ValueError("is not allowed: use auto, cpu, cuda or cuda:N")
+        return device
 
 
-@dataclass
-class ExperimentConfig:
-    preset: str = "paper"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    source: SourceConfig = field(default_factory=SourceConfig)
-    ula: ULAConfig = field(default_factory=ULAConfig)
-    kd: KDConfig = field(default_factory=KDConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+class ExperimentConfig(Settings):
+    """An experiment's settings, one section per part of the method."""
+
+    preset: Text = Field("paper", description="the preset the values start from: paper or cpu")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    ula: ULAConfig = Field(default_factory=ULAConfig)
+    kd: KDConfig = Field(default_factory=KDConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def flat(self) -> dict[str, Any]:
-        """Dotted keys -> values, as logged to a tracker (lists joined with '+')."""
-        out = {}
-        for key, value in flatten(self.to_dict()).items():
-            out[key] = list_text(value) if isinstance(value, list) else value
-        return out
+        """Dotted keys -> values, as logged to a tracker (lists in their text form, ``list_text``)."""
+        return {key: list_text(value) if isinstance(value, list) else value
+                for key, value in flatten(self.to_dict()).items()}
 
 
 # The scaled-down setting of the synthetic benchmark: small images, a small ResNet trained from
@@ -212,23 +269,25 @@ PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "cpu": _CPU_PRESET}
 def preset(name: str) -> ExperimentConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
-    config = ExperimentConfig(preset=name)
-    _merge(config, PRESETS[name], prefix="")
-    return config
+    return _validated(ExperimentConfig, {"preset": name, **PRESETS[name]})
 
 
-def config_from_dict(values: dict[str, Any] | None, default_preset: str = "paper") -> ExperimentConfig:
-    """A config from a nested mapping; its optional ``preset`` key picks the base values."""
+def config_from_dict(
+    values: dict[str, Any] | None, default_preset: str = "paper", *, schema: type[ExperimentConfig] = ExperimentConfig
+) -> ExperimentConfig:
+    """A config from a nested mapping; its optional ``preset`` key picks the base values. ``schema``: a subclass
+    of ExperimentConfig that declares more settings."""
     values = dict(values or {})
     base = values.pop("preset", default_preset)
-    config = preset(base)
-    _merge(config, values, prefix="")
-    validate(config)
-    return config
+    return _validated(schema, _merged(preset(base).to_dict(), values))
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, default_preset: str = "paper"
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    default_preset: str = "paper",
+    *,
+    schema: type[ExperimentConfig] = ExperimentConfig,
 ) -> ExperimentConfig:
     """Load YAML (or the paper's defaults when path is None) and apply ``key=value`` overrides."""
     values: dict[str, Any] = {}
@@ -243,28 +302,24 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(loaded).__name__}")
         values = loaded or {}
-    config = config_from_dict(values, default_preset)
+    config = config_from_dict(values, default_preset, schema=schema)
     if overrides:
         config = apply_overrides(config, overrides)
     return config
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str] | dict[str, Any]) -> ExperimentConfig:
-    """Return a copy with dotted overrides applied: ``["ula.eps=0.8"]`` or ``{"ula.eps": 0.8}``."""
+    """Return a copy with dotted overrides applied: ``["ula.eps=0.8"]`` or ``{"ula.eps": 0.8}``, validated
+    by the config's own class."""
     pairs = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-    new = config_from_dict(config.to_dict())
-    for key, value in pairs.items():
-        if key == "preset":
-            raise ConfigError("preset cannot be overridden: pick it with the YAML's preset key or --preset")
-        nested: dict[str, Any] = {}
-        cursor = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            cursor = cursor.setdefault(part, {})
-        cursor[parts[-1]] = value
-        _merge(new, nested, prefix="")
-    validate(new)
-    return new
+    if "preset" in pairs:
+        raise ConfigError("preset cannot be overridden: pick it with the YAML's preset key or --preset")
+    nested: dict[str, Any] = {}
+    for key, value in pairs.items():  # later keys win, as they would one after the other
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        nested = _merged(nested, value)
+    return _validated(type(config), _merged(config.to_dict(), nested))
 
 
 def read_yaml(text: str) -> Any:
@@ -287,61 +342,6 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def validate(config: ExperimentConfig) -> None:
-    """Range checks a type cannot express."""
-    checks = [
-        ("data.height", config.data.height > 0),
-        ("data.width", config.data.width > 0),
-        ("data.batch_size", config.data.batch_size > 0),
-        ("data.num_instances", 1 <= config.data.num_instances <= config.data.batch_size),
-        ("data.workers", config.data.workers >= 0),
-        ("data.flip_prob", 0 <= config.data.flip_prob <= 1),
-        ("data.random_erasing_prob", 0 <= config.data.random_erasing_prob <= 1),
-        ("data.color_jitter", config.data.color_jitter >= 0),
-        ("data.pad", config.data.pad >= 0),
-        ("data.synthetic_ids", config.data.synthetic_ids >= 4),
-        ("model.last_stride", config.model.last_stride in (1, 2)),
-        ("model.attention_reduction", config.model.attention_reduction >= 1),
-        ("loss.label_smoothing", 0 <= config.loss.label_smoothing < 1),
-        ("loss.triplet_margin", config.loss.triplet_margin >= 0),
-        ("loss.center_weight", config.loss.center_weight >= 0),
-        ("source.epochs", config.source.epochs >= 0),
-        ("source.lr", config.source.lr > 0),
-        ("source.step_size", config.source.step_size > 0),
-        ("source.gamma", 0 < config.source.gamma <= 1),
-        ("ula.eps", config.ula.eps > 0),
-        ("ula.eps_quantile", 0 < config.ula.eps_quantile < 1),
-        ("ula.min_samples", config.ula.min_samples >= 1),
-        ("ula.num_classes", config.ula.num_classes is None or config.ula.num_classes >= 1),
-        ("ula.class_ratio", config.ula.class_ratio > 0),
-        ("ula.similarity_threshold", -1 <= config.ula.similarity_threshold <= 1),
-        ("ula.max_cluster_fraction", 0 < config.ula.max_cluster_fraction <= 1),
-        ("ula.min_labelled_fraction", 0 <= config.ula.min_labelled_fraction < 1),
-        ("kd.mu", 0 <= config.kd.mu <= 1),
-        ("adapt.cycles", config.adapt.cycles >= 0),
-        ("adapt.cycle_epochs", config.adapt.cycle_epochs >= 1),
-        ("adapt.lr", config.adapt.lr > 0),
-        ("eval.max_rank", config.eval.max_rank >= 1),
-    ]
-    for name, ok in checks:
-        if not ok:
-            section, key = name.split(".")
-            value = getattr(getattr(config, section), key)
-            raise ConfigError(f"{name}={value!r} is out of range: see the field's comment in reidmodel/config.py")
-    if not DEVICE_PATTERN.fullmatch(config.runtime.device):
-        raise ConfigError(f"runtime.device={config.runtime.device!r} is not allowed: use auto, cpu, cuda or cuda:N")
-    unknown = [stage for stage in config.model.attention if stage not in ATTENTION_STAGES]
-    if unknown:
-        raise ConfigError(
-            f"model.attention has unknown stage(s) {unknown}: use a subset of {list(ATTENTION_STAGES)}"
-        )
-    if config.model.pretrained not in ("imagenet", "none") and not Path(config.model.pretrained).expanduser().exists():
-        raise ConfigError(
-            f"model.pretrained={config.model.pretrained!r} is neither 'imagenet', 'none' nor an existing file: "
-            "point it at a torchvision ResNet state dict"
-        )
-
-
 def to_yaml(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
 
@@ -359,74 +359,25 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _merge(target: Any, values: dict[str, Any], prefix: str) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}")
-    hints = get_type_hints(type(target))
-    names = [f.name for f in dataclasses.fields(target)]
+def _merged(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` laid over ``base``: a mapping over a mapping merges, anything else replaces."""
+    merged = dict(base)
     for key, value in values.items():
-        dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"unknown config key {dotted!r}: {suggest(key, names, prefix)}")
-        current = getattr(target, key)
-        if dataclasses.is_dataclass(current):
-            _merge(current, value, prefix=dotted + ".")
-        else:
-            setattr(target, key, _coerce(value, hints[key], dotted))
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
 
 
-def _coerce(value: Any, hint: Any, name: str) -> Any:
-    origin = get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, name)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{name} must not be empty")
-    if origin is Literal:
-        allowed = get_args(hint)
-        if value not in allowed:
-            raise ConfigError(f"{name}={value!r} is not allowed: use one of {', '.join(map(str, allowed))}")
-        return value
-    if origin is list:
-        if isinstance(value, str):
-            value = [v for v in value.replace("+", ",").split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be a list, got {value!r}")
-        (item,) = get_args(hint)
-        return [_coerce(v, item, name) for v in value]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{name}={value!r} is not a finite number: give a finite value")
-            return float(value)
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{name} must be a string, got {value!r}")
-    return value
+def _validated(schema: type[ExperimentConfig], values: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return schema.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(error_line(exc, schema, noun="config key")) from None
 
 
 __all__ = [
     "list_text",
+    "from_list_text",
     "flatten",
     "ATTENTION_STAGES",
     "AdaptConfig",
@@ -448,5 +399,4 @@ __all__ = [
     "preset",
     "read_yaml",
     "to_yaml",
-    "validate",
 ]

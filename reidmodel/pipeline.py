@@ -122,9 +122,9 @@ def pretrain_signature(config: ExperimentConfig) -> dict[str, Any]:
             "batch": [data.batch_size, data.num_instances],
             "augment": [data.flip_prob, data.pad, data.color_jitter, data.random_erasing_prob],
         },
-        "model": dataclasses.asdict(config.model),
-        "loss": dataclasses.asdict(config.loss),
-        "source": dataclasses.asdict(config.source),
+        "model": config.model.model_dump(),
+        "loss": config.loss.model_dump(),
+        "source": config.source.model_dump(),
         "seed": config.runtime.seed,
     }
 
@@ -400,7 +400,7 @@ def _test_loader(config: ExperimentConfig, domain: Domain, split: str):
 
 
 def _model_from_state(run: Run, state: dict, num_classes: int) -> ReIDNet:
-    model = build_model(dataclasses.replace(run.config.model, pretrained="none"), num_classes)
+    model = build_model(run.config.model.model_copy(update={"pretrained": "none"}), num_classes)
     model.load_state_dict(state)
     model.to(run.device)
     _channels_last(model, run.config)

@@ -32,11 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("results/runs/experiment"), help="output folder")
     parser.add_argument("--resume", action="store_true", help="continue from the last cycle saved in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--help-config", action="store_true",
+                        help="list every setting (type, range or choices, paper / cpu default, help) and exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.help_config:
+        from reidmodel.config_help import settings_help
+
+        print(settings_help())
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = _load(args)

@@ -295,7 +295,7 @@ def optuna_search(space: StudySpace, study_name: str, storage_url: str, max_conc
         sampler=samplers[settings.sampler](seed=settings.seed),
         study_name=study_name,
         storage=optuna.storages.RDBStorage(storage_url),
-        points_to_evaluate=[{k: encode_choice(v) for k, v in point["params"].items()}
+        points_to_evaluate=[{k: encode_choice(v) for k, v in point.params.items()}
                             for point in settings.start_points] or None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent)
@@ -352,9 +352,9 @@ def space_dict(space: StudySpace) -> dict[str, Any]:
         "variants": [{"name": v.name, "set": v.set} for v in space.variants],
         "tables": space.raw_tables,
         "params": space.params,
-        "search": vars(space.search),
-        "scheduler": vars(space.scheduler),
-        "resources": vars(space.resources),
+        "search": space.search.model_dump(),
+        "scheduler": space.scheduler.model_dump(),
+        "resources": space.resources.model_dump(),
     }
 
 

@@ -1,8 +1,10 @@
 """Search-space files: the schema of ``search_spaces/*.yaml``, validated before any trial starts.
 
 A space is either a ``grid`` of named variants (the paper's ablation tables) or a ``search`` over
-distributions (an Optuna study). Every dotted key is checked by applying it to the space's base config,
-so a typo fails in a second with the closest valid key rather than minutes into a Ray run.
+distributions (an Optuna study). Every key of the file is declared below with its type, range or choices,
+default and help (reidmodel/schema.py turns a violation into one line naming the file and the dotted key);
+every dotted config key is then checked by applying it to the space's base config, so a typo fails in a second
+with the closest valid key rather than minutes into a Ray run.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from reidmodel.config import (
+    PRESETS,
     ConfigError,
     ExperimentConfig,
     apply_overrides,
@@ -25,6 +29,7 @@ from reidmodel.config import (
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.messages import suggest
+from reidmodel.schema import Int, Settings, Text, error_line
 from study.tables import Table, TableError, parse_tables
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
@@ -33,62 +38,183 @@ SPACES_DIR = _PACKAGED_SPACES if _PACKAGED_SPACES.is_dir() else _PACKAGED_SPACES
 REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
 MARKET_LIKE = ("market1501", "synthetic_market")  # targets of the paper's D->M column
 DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
-DISTRIBUTIONS = ("choice", "uniform", "loguniform", "int", "grid")
-SAMPLERS = ("tpe", "random", "cmaes", "nsgaii")
-SCHEDULERS = ("asha", "none")
-TOP_LEVEL_KEYS = (
-    "name", "description", "kind", "preset", "fixed", "directions", "seeds",
-    "variants", "tables", "params", "search", "scheduler", "resources",
-)
+Mode = Literal["max", "min"]
+# Overrides written as an empty key (``set:`` with nothing under it) are no overrides.
+Overrides = Annotated[dict[str, Any], BeforeValidator(lambda value: {} if value is None else value)]
 
 
 class SpaceError(ValueError):
     """A search-space problem, phrased as one line that names the file and the fix."""
 
 
-@dataclass
-class Variant:
-    name: str
-    set: dict[str, Any]
+class Variant(Settings):
+    name: Text = Field(description="the row's name, unique; the MLflow variant tag the report keys tables on")
+    set: Overrides = Field(default_factory=dict, description="dotted config overrides of this row: {kd.mu: 0.5}")
 
 
-@dataclass
-class SearchSettings:
-    sampler: str = "tpe"
-    num_samples: int = 12
-    metric: str = "target_mAP"
-    mode: str = "max"
-    # Multi-objective: [{metric: target_mAP, mode: max}, {metric: source_mAP, mode: max}]
-    objectives: list[dict[str, str]] = field(default_factory=list)
-    seed: int = 0
-    # Settings evaluated before sampling starts, e.g. the paper default: [{name: ..., params: {key: value}}]
-    start_points: list[dict[str, Any]] = field(default_factory=list)
+class Objective(Settings):
+    metric: Text = Field(description="a per-cycle metric, e.g. target_mAP")
+    mode: Mode = Field(description="max or min")
+
+
+class StartPoint(Settings):
+    name: Text = Field(description="the label the report marks this trial with")
+    params: dict[str, Any] = Field(description="a value for every searched key")
+
+
+class SearchSettings(Settings):
+    sampler: Literal["tpe", "random", "cmaes", "nsgaii"] = Field("tpe", description="the Optuna sampler")
+    num_samples: Int = Field(12, ge=1, description="trials the search runs")
+    metric: Text = Field("target_mAP", description="the per-cycle metric optimised (objectives replace it)")
+    mode: Mode = Field("max", description="max or min")
+    objectives: list[Objective] = Field(default_factory=list, description="several objectives (tpe or nsgaii), "
+                                                                          "replacing metric and mode")
+    seed: Int = Field(0, description="the sampler's seed")
+    start_points: list[StartPoint] = Field(default_factory=list, description="settings evaluated before sampling "
+                                                                             "starts, e.g. the paper default")
 
     @property
     def metrics(self) -> list[str]:
-        return [o["metric"] for o in self.objectives] or [self.metric]
+        return [o.metric for o in self.objectives] or [self.metric]
 
     @property
     def modes(self) -> list[str]:
-        return [o["mode"] for o in self.objectives] or [self.mode]
+        return [o.mode for o in self.objectives] or [self.mode]
+
+    @model_validator(mode="after")
+    def _cmaes_has_one_objective(self) -> SearchSettings:
+        if len(self.objectives) > 1 and self.sampler == "cmaes":
+            raise ValueError("cmaes is single-objective: use nsgaii or tpe for several objectives")
+        return self
 
 
-@dataclass
-class SchedulerSettings:
-    type: str = "none"
-    grace_period: int = 1  # in reports, i.e. cycle + 1
-    reduction_factor: int = 2
+class SchedulerSettings(Settings):
+    type: Literal["asha", "none"] = Field("none", description="asha stops weak trials early (first objective)")
+    grace_period: Int = Field(1, ge=1, description="reports before ASHA may stop a trial (report n: cycle n-1)")
+    reduction_factor: Int = Field(2, ge=2, description="ASHA keeps 1 / reduction_factor of trials per rung")
 
 
-@dataclass
-class Resources:
-    cpus_per_trial: int = 1
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None  # None: available CPUs // cpus_per_trial
+class Resources(Settings):
+    cpus_per_trial: Int = Field(1, ge=1, description="CPUs per trial (also its torch threads)")
+    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (a fraction shares one)")
+    max_concurrent: Int | None = Field(None, ge=1, description="trials at once; null: available CPUs // "
+                                                               "cpus_per_trial")
+
+
+class _Range(Settings):
+    """A distribution between ``low`` and ``high``, both included."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} > high {self.high:g}: swap them")
+        return self
+
+
+class ChoiceDistribution(Settings):
+    type: Literal["choice", "grid"] = Field(description="choice, or grid: a categorical the sampler draws from")
+    values: list[Any] = Field(min_length=1, description="the values to draw from")
+
+
+class UniformDistribution(_Range):
+    type: Literal["uniform"]
+    low: float = Field(description="lowest value")
+    high: float = Field(description="highest value")
+
+
+class LogUniformDistribution(UniformDistribution):
+    type: Literal["loguniform"]
+    low: float = Field(gt=0, description="lowest value (a log scale needs it > 0; use uniform otherwise)")
+
+
+class IntDistribution(_Range):
+    type: Literal["int"]
+    low: int = Field(description="lowest value")
+    high: int = Field(description="highest value")
+    step: int = Field(1, ge=1, description="spacing of the values")
+
+
+Distribution = Annotated[ChoiceDistribution | UniformDistribution | LogUniformDistribution | IntDistribution,
+                         Field(discriminator="type")]
+
+
+class SpaceFile(Settings):
+    """The keys of a space file (search_spaces/README.md shows one of each)."""
+
+    name: Text | None = Field(None, description="default study name (--name overrides); null: the file's name")
+    description: Text = Field("", description="free text, logged on the study's parent run")
+    kind: Literal["grid", "search"] = Field("grid", description="grid: named variants; search: distributions "
+                                                                "Optuna samples")
+    preset: Literal[tuple(PRESETS)] = Field("cpu", description="the reidmodel.config preset trials start from")
+    fixed: Overrides = Field(default_factory=dict, description="dotted config overrides applied to every trial")
+    directions: list[Text] = Field(default_factory=lambda: list(DEFAULT_DIRECTIONS), min_length=1,
+                                   description="SRC->TGT dataset pairs; a search tunes one")
+    seeds: list[int] | None = Field(None, min_length=1, description="runtime.seed of each repeat of every grid "
+                                                                    "trial; null: the config's seed")
+    variants: list[Variant] = Field(default_factory=list, description="kind: grid only; the rows of the grid")
+    tables: list[dict[str, Any]] = Field(default_factory=list, description="kind: grid only; the tables the "
+                                                                           "report builds (study/tables.py)")
+    params: dict[str, Distribution] = Field(default_factory=dict, description="kind: search only; dotted config "
+                                                                              "key -> distribution")
+    search: SearchSettings = Field(default_factory=SearchSettings, description="the Optuna search")
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="early stopping")
+    resources: Resources = Field(default_factory=Resources, description="what each trial reserves")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("repeats a value: list each seed once")
+        return seeds
+
+    @field_validator("variants")
+    @classmethod
+    def _distinct_variants(cls, variants: list[Variant]) -> list[Variant]:
+        for index, variant in enumerate(variants):
+            for other in variants[:index]:
+                if other.name == variant.name:
+                    raise ValueError(f"variant name {variant.name!r} is used twice: names must be unique")
+                if other.set == variant.set:
+                    raise ValueError(f"variants {other.name!r} and {variant.name!r} set the same overrides: keep "
+                                     "one and list it in every table that needs it")
+        return variants
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> SpaceFile:
+        if self.kind == "grid":
+            problems = [(not self.variants, "a grid space needs a non-empty list of variants (name, set)"),
+                        (self.params, "params belong to kind: search; a grid space lists variants")]
+        else:
+            problems = [
+                (self.variants, "variants belong to kind: grid; a search space lists params"),
+                (not self.params, "a search space needs params: a mapping of dotted key -> distribution"),
+                (self.tables, "tables belong to kind: grid (a search reports its best trials instead)"),
+                (len(self.directions) != 1, f"a search tunes one direction at a time, got "
+                                            f"{len(self.directions)}: list one under directions or pass "
+                                            "--directions SRC->TGT"),
+                (self.seeds and len(self.seeds) > 1, f"a search samples on one seed, got {self.seeds}: confirm "
+                                                     "its best trial on several seeds with python -m study.confirm"),
+            ]
+        for problem, message in problems:
+            if problem:
+                raise ValueError(message)
+        return self
+
+    @model_validator(mode="after")
+    def _start_points_cover_params(self) -> SpaceFile:
+        for index, point in enumerate(self.search.start_points):
+            given, searched = set(point.params), set(self.params)
+            if given != searched:
+                raise ValueError(f"search.start_points[{index}]: give a value for every searched key (missing "
+                                 f"{sorted(searched - given)}, not searched {sorted(given - searched)})")
+        return self
 
 
 @dataclass
 class StudySpace:
+    """A validated space as it will run: the file's keys with the CLI's --data-root, --set, --directions and
+    --seeds applied."""
+
     name: str
     description: str
     kind: str  # "grid" | "search"
@@ -96,7 +222,7 @@ class StudySpace:
     fixed: dict[str, Any]
     directions: list[str]
     variants: list[Variant]
-    params: dict[str, dict[str, Any]]
+    params: dict[str, dict[str, Any]]  # distributions as written: logged with the study, handed to Tune
     search: SearchSettings
     scheduler: SchedulerSettings
     resources: Resources
@@ -138,9 +264,16 @@ def load_space(
     except yaml.YAMLError as exc:
         raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
     if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
-    space = _parse(raw, path, data_root, directions, overrides or {})
-    space.seeds = _seeds(seeds if seeds is not None else raw.get("seeds"), space, path)
+        raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(SpaceFile.model_fields)}")
+    given = {key: value for key, value in raw.items() if value is not None}  # an empty key is a key left out
+    given.update({key: value for key, value in (("directions", directions), ("seeds", seeds)) if value})
+    try:
+        file = SpaceFile.model_validate(given)
+    except ValidationError as exc:
+        raise SpaceError(f"{path}: {error_line(exc, SpaceFile)}") from None
+    space = _study_space(file, path, raw_params=given.get("params", {}), data_root=data_root,
+                         overrides=overrides or {}, directions_from_cli=bool(directions))
+    _check_configs(space)
     return space
 
 
@@ -252,212 +385,50 @@ def _find(name_or_path: str | Path) -> Path:
     return named
 
 
-def _parse(
-    raw: dict[str, Any],
+def _study_space(
+    file: SpaceFile,
     path: Path,
+    *,
+    raw_params: dict[str, Any],
     data_root: str | Path | None,
-    directions: list[str] | None,
     overrides: dict[str, Any],
+    directions_from_cli: bool,
 ) -> StudySpace:
-    for key in raw:
-        if key not in TOP_LEVEL_KEYS:
-            raise SpaceError(f"{path}: unknown top-level key {key!r}: {suggest(key, TOP_LEVEL_KEYS)}")
-    kind = raw.get("kind", "grid")
-    if kind not in ("grid", "search"):
-        raise SpaceError(f"{path}: kind {kind!r} is not allowed: use grid or search")
-    preset_name = str(raw.get("preset", "cpu"))
-    fixed = _mapping(raw.get("fixed"), path, "fixed")
+    """The space as it will run: ``fixed`` extended by --data-root and --set (each checked on the preset), the
+    directions checked against the datasets the base config can load, the tables parsed."""
+    fixed = dict(file.fixed)
     if data_root is not None:
         fixed["data.root"] = str(Path(data_root).expanduser().resolve())
-    try:
-        base = preset(preset_name)
-    except ConfigError as exc:
-        raise SpaceError(f"{path}: {exc}") from exc
-    base = check_overrides(base, fixed, f"{path}: fixed")
+    base = check_overrides(preset(file.preset), fixed, f"{path}: fixed")
     base = check_overrides(base, overrides, "--set")
     fixed.update(overrides)
-    where = "--directions" if directions else f"{path}: directions"
-    directions = [str(d) for d in directions or raw.get("directions") or DEFAULT_DIRECTIONS]
-    for direction in directions:
+    where = "--directions" if directions_from_cli else f"{path}: directions"
+    for direction in file.directions:
         parse_direction(direction, base.data.root, where)
-    space = StudySpace(
-        name=str(raw.get("name", path.stem)),
-        description=str(raw.get("description", "")),
-        kind=kind,
-        preset=preset_name,
-        fixed=fixed,
-        directions=directions,
-        variants=_variants(raw.get("variants"), kind, base, path),
-        params=_params(raw.get("params"), kind, base, path),
-        search=_settings(SearchSettings, raw.get("search"), path, "search"),
-        scheduler=_settings(SchedulerSettings, raw.get("scheduler"), path, "scheduler"),
-        resources=_settings(Resources, raw.get("resources"), path, "resources"),
-        path=path,
-    )
-    if raw.get("tables") and kind != "grid":
-        raise SpaceError(f"{path}: tables belong to kind: grid (a search reports its best trials instead)")
     try:
-        space.tables = parse_tables(raw.get("tables"), [v.name for v in space.variants])
+        tables = parse_tables(file.tables, [v.name for v in file.variants])
     except TableError as exc:
         raise SpaceError(f"{path}: {exc}") from exc
-    space.raw_tables = list(raw.get("tables") or [])
-    _check_settings(space)
+    return StudySpace(
+        name=file.name or path.stem, description=file.description, kind=file.kind, preset=file.preset,
+        fixed=fixed, directions=file.directions, variants=file.variants, search=file.search,
+        scheduler=file.scheduler, resources=file.resources, path=path, seeds=file.seeds or [base.runtime.seed],
+        tables=tables, params={key: dict(dist) for key, dist in raw_params.items()}, raw_tables=file.tables,
+    )
+
+
+def _check_configs(space: StudySpace) -> None:
+    """Every dotted key a trial may apply, applied to the base config: the variants, the ends or values of each
+    distribution, the start points, and each grid trial's direction with its variant."""
+    path, base = space.path, space.base_config()
+    for index, variant in enumerate(space.variants):
+        check_overrides(base, variant.set, f"{path}: variants[{index}] ({variant.name})")
+    for key, dist in space.params.items():
+        for value in dist["values"] if "values" in dist else (dist["low"], dist["high"]):
+            check_overrides(base, {key: value}, f"{path}: params.{key}")
+    for index, point in enumerate(space.search.start_points):
+        check_overrides(base, point.params, f"{path}: search.start_points[{index}]")
     for trial in space.trials():
         variant = next((v for v in space.variants if v.name == trial.get("variant")), None)
         trial_set = {**direction_overrides(trial["direction"]), **(variant.set if variant else {})}
         check_overrides(base, trial_set, f"{path}: {trial['direction']} {trial.get('variant', '')}".rstrip())
-    return space
-
-
-def _seeds(raw: Any, space: StudySpace, path: Path) -> list[int]:
-    """A list of distinct seeds (default: the config's runtime.seed); a search samples on one seed."""
-    if raw is None:
-        return [space.base_config().runtime.seed]
-    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
-        raise SpaceError(f"{path}: seeds must be a non-empty list of integers, e.g. [0, 1, 2] (or --seeds 3)")
-    if len(set(raw)) != len(raw):
-        raise SpaceError(f"{path}: seeds {raw} repeat a value: list each seed once")
-    if space.kind == "search" and len(raw) > 1:
-        raise SpaceError(f"{path}: a search samples on one seed, got {raw}: confirm its best trial on several "
-                         "seeds with python -m study.confirm")
-    return list(raw)
-
-
-def _mapping(value: Any, path: Path, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpaceError(f"{path}: {key} must be a mapping of dotted config keys, got {type(value).__name__}")
-    return dict(value)
-
-
-def _variants(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> list[Variant]:
-    if kind == "search":
-        if raw:
-            raise SpaceError(f"{path}: variants belong to kind: grid; a search space lists params")
-        return []
-    if not isinstance(raw, list) or not raw:
-        raise SpaceError(f"{path}: a grid space needs a non-empty list of variants (name, set)")
-    variants: list[Variant] = []
-    for index, item in enumerate(raw):
-        where = f"{path}: variants[{index}]"
-        if not isinstance(item, dict) or "name" not in item:
-            raise SpaceError(f"{where}: each variant is a mapping with name and set")
-        unknown = set(item) - {"name", "set"}
-        if unknown:
-            raise SpaceError(f"{where}: unknown variant key(s) {sorted(unknown)}: use name and set "
-                             "(a variant's tables are declared under tables)")
-        variant = Variant(str(item["name"]), _mapping(item.get("set"), path, f"variants[{index}].set"))
-        check_overrides(base, variant.set, f"{where} ({variant.name})")
-        for other in variants:
-            if other.name == variant.name:
-                raise SpaceError(f"{where}: variant name {variant.name!r} is used twice: names must be unique")
-            if other.set == variant.set:
-                raise SpaceError(
-                    f"{where}: variants {other.name!r} and {variant.name!r} set the same overrides: "
-                    "keep one and list it in every table that needs it"
-                )
-        variants.append(variant)
-    return variants
-
-
-def _params(raw: Any, kind: str, base: ExperimentConfig, path: Path) -> dict[str, dict[str, Any]]:
-    if kind == "grid":
-        if raw:
-            raise SpaceError(f"{path}: params belong to kind: search; a grid space lists variants")
-        return {}
-    if not isinstance(raw, dict) or not raw:
-        raise SpaceError(f"{path}: a search space needs params: a mapping of dotted key -> distribution")
-    params = {}
-    for key, dist in raw.items():
-        where = f"{path}: params.{key}"
-        params[key] = _distribution(dist, where)
-        for value in _probe_values(params[key]):
-            check_overrides(base, {key: value}, where)
-    return params
-
-
-def _distribution(dist: Any, where: str) -> dict[str, Any]:
-    if not isinstance(dist, dict) or "type" not in dist:
-        raise SpaceError(f"{where}: a distribution is a mapping with type ({', '.join(DISTRIBUTIONS)})")
-    kind = dist["type"]
-    if kind not in DISTRIBUTIONS:
-        raise SpaceError(f"{where}: unknown distribution {kind!r}: use one of {', '.join(DISTRIBUTIONS)}")
-    expected = {"choice": {"values"}, "grid": {"values"}, "uniform": {"low", "high"},
-                "loguniform": {"low", "high"}, "int": {"low", "high"}}[kind]
-    allowed = expected | {"type"} | ({"step"} if kind == "int" else set())
-    missing, extra = expected - set(dist), set(dist) - allowed
-    if missing or extra:
-        raise SpaceError(f"{where}: {kind} takes {', '.join(sorted(allowed - {'type'}))} (missing {sorted(missing)}, "
-                         f"unexpected {sorted(extra)})")
-    if kind in ("choice", "grid"):
-        if not isinstance(dist["values"], list) or not dist["values"]:
-            raise SpaceError(f"{where}: {kind} has no values: list at least one value")
-        return dict(dist)
-    low, high = dist["low"], dist["high"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise SpaceError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
-    if low > high:
-        raise SpaceError(f"{where}: low {low} > high {high}: swap them")
-    if kind == "loguniform" and low <= 0:
-        raise SpaceError(f"{where}: loguniform needs low > 0, got {low}: use uniform or a positive low")
-    if kind == "int":
-        step = dist.get("step", 1)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step)) or step < 1:
-            raise SpaceError(f"{where}: int needs integer low, high and step >= 1")
-    return dict(dist)
-
-
-def _probe_values(dist: dict[str, Any]) -> list[Any]:
-    """Values that exercise a distribution's range when checked against the config."""
-    if dist["type"] in ("choice", "grid"):
-        return list(dist["values"])
-    return [dist["low"], dist["high"]]
-
-
-def _settings(cls: type, raw: Any, path: Path, key: str) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: {key} must be a mapping")
-    names = list(cls.__dataclass_fields__)
-    for name in raw:
-        if name not in names:
-            raise SpaceError(f"{path}: unknown key {key}.{name}: {suggest(name, names, prefix=key + '.')}")
-    return cls(**raw)
-
-
-def _check_settings(space: StudySpace) -> None:
-    path, search, scheduler, resources = space.path, space.search, space.scheduler, space.resources
-    if search.sampler not in SAMPLERS:
-        raise SpaceError(f"{path}: search.sampler {search.sampler!r} is not allowed: use one of {', '.join(SAMPLERS)}")
-    if not isinstance(search.num_samples, int) or search.num_samples < 1:
-        raise SpaceError(f"{path}: search.num_samples must be an integer >= 1")
-    for objective in search.objectives:
-        if not isinstance(objective, dict) or set(objective) != {"metric", "mode"}:
-            raise SpaceError(f"{path}: each search.objectives entry is {{metric: NAME, mode: max|min}}")
-    if any(mode not in ("max", "min") for mode in search.modes):
-        raise SpaceError(f"{path}: search mode must be max or min, got {search.modes}")
-    if len(search.objectives) > 1 and search.sampler == "cmaes":
-        raise SpaceError(f"{path}: cmaes is single-objective: use nsgaii or tpe for several objectives")
-    if scheduler.type not in SCHEDULERS:
-        raise SpaceError(f"{path}: scheduler.type {scheduler.type!r} is not allowed: use one of {', '.join(SCHEDULERS)}")
-    if scheduler.grace_period < 1 or scheduler.reduction_factor < 2:
-        raise SpaceError(f"{path}: scheduler needs grace_period >= 1 and reduction_factor >= 2")
-    if resources.cpus_per_trial < 1 or resources.gpus_per_trial < 0:
-        raise SpaceError(f"{path}: resources need cpus_per_trial >= 1 and gpus_per_trial >= 0")
-    if resources.max_concurrent is not None and resources.max_concurrent < 1:
-        raise SpaceError(f"{path}: resources.max_concurrent must be >= 1 (or left out for CPUs // cpus_per_trial)")
-    for index, point in enumerate(search.start_points):
-        where = f"{path}: search.start_points[{index}]"
-        if not isinstance(point, dict) or set(point) != {"name", "params"} or not isinstance(point["params"], dict):
-            raise SpaceError(f"{where}: write it as {{name: NAME, params: {{key: value, ...}}}}")
-        if set(point["params"]) != set(space.params):
-            missing, extra = sorted(set(space.params) - set(point["params"])), sorted(set(point["params"]) - set(space.params))
-            raise SpaceError(f"{where}: give a value for every searched key (missing {missing}, not searched {extra})")
-        check_overrides(space.base_config(), point["params"], where)
-    if space.kind == "search" and len(space.directions) != 1:
-        raise SpaceError(
-            f"{path}: a search tunes one direction at a time, got {len(space.directions)}: "
-            "list one under directions or pass --directions SRC->TGT"
-        )

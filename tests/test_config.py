@@ -60,13 +60,22 @@ def test_overrides_do_not_mutate_the_input():
     [
         ("ula.epz=1", "unknown config key 'ula.epz': did you mean ula.eps?"),
         ("ulaa.eps=1", "unknown config key 'ulaa': did you mean ula?"),
-        ("ula.eps=-1", "ula.eps=-1.0 is out of range"),
-        ("kd.mu=1.5", "kd.mu=1.5 is out of range"),
-        ("kd.enabled=maybe", "kd.enabled must be true or false"),
-        ("adapt.cycles=2.5", "adapt.cycles must be an integer"),
+        ("ula.eps=-1", "ula.eps=-1 is out of range (> 0): give a value in that range - DBSCAN"),
+        ("kd.mu=1.5", "kd.mu=1.5 is out of range (>= 0, <= 1)"),
+        ("kd.enabled=maybe", "kd.enabled='maybe' is not true or false: write true or false"),
+        ("adapt.cycles=2.5", "adapt.cycles=2.5 is not an integer"),
+        ("adapt.cycles=true", "adapt.cycles=True is not an integer"),
+        ("ula.eps='0.5'", "ula.eps='0.5' is not a number"),
         ("ula.distance=manhattan", "ula.distance='manhattan' is not allowed: use one of euclidean, jaccard"),
-        ("model.attention=[conv2]", "model.attention has unknown stage(s) ['conv2']"),
+        ("model.attention=[conv2]", "model.attention[0]='conv2' is not allowed: use one of conv3, conv4, conv5"),
+        ("model.attention=conv4+conv2", "model.attention[1]='conv2' is not allowed"),
+        ("model.attention=3", "model.attention=3 is not a list"),
         ("model.pretrained=/no/such/file.pth", "model.pretrained='/no/such/file.pth' is neither"),
+        ("runtime.device=tpu", "runtime.device='tpu' is not allowed: use auto, cpu, cuda or cuda:N"),
+        ("data.num_instances=65", "data.num_instances=65 is out of range (<= data.batch_size=64)"),
+        ("ula.num_classes=0", "ula.num_classes=0 is out of range (>= 1)"),
+        ("ula.eps.x=1", "ula.eps is not a number"),
+        ("ula=3", "ula=3 is not a mapping"),
         ("ula.eps", "is not key=value"),
         ("preset=cpu", "preset cannot be overridden"),
     ],
@@ -91,7 +100,7 @@ def test_bad_files(tmp_path):
     bad.write_text(yaml.safe_dump({"preset": "laptop"}))
     with pytest.raises(ConfigError, match="unknown preset 'laptop'"):
         load_config(bad)
-    with pytest.raises(ConfigError, match="ula must be a mapping"):
+    with pytest.raises(ConfigError, match="ula=3 is not a mapping"):
         config_from_dict({"ula": 3})
 
 
@@ -108,3 +117,21 @@ def test_list_settings_have_one_text_form_that_reads_back():
     text = config.flat()["model.attention"]
     assert text == list_text(["conv3", "conv5"]) == "conv3+conv5"
     assert apply_overrides(preset("cpu"), {"model.attention": text}).model.attention == ["conv3", "conv5"]
+
+
+def test_yaml_values_are_coerced_as_declared():
+    config = apply_overrides(preset("cpu"), {"adapt.cycles": 3.0, "ula.eps": 1, "data.source": 1501,
+                                             "ula.num_classes": 700.0, "model.attention": ("conv4",)})
+    assert config.adapt.cycles == 3 and type(config.adapt.cycles) is int
+    assert config.ula.eps == 1.0 and type(config.ula.eps) is float
+    assert config.data.source == "1501" and config.ula.num_classes == 700
+    assert config.model.attention == ["conv4"]
+    assert apply_overrides(preset("cpu"), ["model.attention=conv3,conv5"]).model.attention == ["conv3", "conv5"]
+
+
+def test_overrides_are_checked_together_and_later_keys_win():
+    small = apply_overrides(preset("cpu"), {"data.batch_size": 16, "data.num_instances": 4})
+    # num_instances may pass batch_size's old value: only the final config is checked
+    assert apply_overrides(small, {"data.num_instances": 32, "data.batch_size": 64}).data.num_instances == 32
+    config = apply_overrides(preset("cpu"), {"ula": {"eps": 0.3}, "ula.k1": 7})
+    assert (config.ula.eps, config.ula.k1, config.ula.distance) == (0.3, 7, "jaccard")

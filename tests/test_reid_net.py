@@ -1,4 +1,3 @@
-import dataclasses
 
 import pytest
 import torch
@@ -155,7 +154,7 @@ def test_channels_last_and_autocast():
 
 
 def test_build_model_follows_the_config():
-    cfg = dataclasses.replace(preset("cpu").model, attention=["conv4"], bnneck=False, last_stride=2)
+    cfg = preset("cpu").model.model_copy(update={"attention": ["conv4"], "bnneck": False, "last_stride": 2})
     model = build_model(cfg, num_classes=3)
     assert list(model.attention) == ["conv4"]
     assert isinstance(model.bottleneck, torch.nn.Identity)

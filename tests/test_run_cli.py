@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
     [
         (["--space", "nope"], "unknown space 'nope'"),
         (["--space", "smoke", "--set", "ula.epz=1"], "--set: unknown config key 'ula.epz': did you mean ula.eps?"),
-        (["--space", "smoke", "--set", "kd.mu=2"], "kd.mu=2.0 is out of range"),
+        (["--space", "smoke", "--set", "kd.mu=2"], "kd.mu=2 is out of range (>= 0, <= 1)"),
         (["--space", "smoke", "--set", "kd.mu"], "--set 'kd.mu' is not key=value"),
         (["--space", "smoke", "--directions", "synthetic_duke->marketx"], "unknown dataset 'marketx'"),
         (["--space", "smoke", "--data-root", "/nonexistent/reid"], "--data-root /nonexistent/reid is not a folder"),

@@ -40,20 +40,27 @@ def search(params: str, extra: str = "") -> str:
     [
         (GRID + "fixed: {ula.epz: 1.0}\n", "unknown config key 'ula.epz': did you mean ula.eps?"),
         (search("  ula.epz: {type: uniform, low: 0.1, high: 1}"), "params.ula.epz: unknown config key 'ula.epz'"),
-        (search("  kd.mu: {type: choice, values: []}"), "params.kd.mu: choice has no values"),
+        (search("  kd.mu: {type: choice, values: []}"), "params.kd.mu.values=[] is empty: list at least one value"),
         (search("  kd.mu: {type: uniform, low: 0.9, high: 0.1}"), "low 0.9 > high 0.1: swap them"),
-        (search("  loss.center_weight: {type: loguniform, low: 0, high: 0.1}"), "loguniform needs low > 0"),
+        (search("  loss.center_weight: {type: loguniform, low: 0, high: 0.1}"), "params.loss.center_weight.low=0 is out of range (> 0)"),
         (search("  kd.mu: {type: normal, low: 0, high: 1}"),
-         "unknown distribution 'normal': use one of choice, uniform, loguniform, int, grid"),
+         "params.kd.mu.type='normal' is not allowed: use one of choice, grid, uniform, loguniform, int"),
+        (search("  kd.mu: {low: 0, high: 1}"), "params.kd.mu.type is missing: give one of choice, grid"),
+        (search("  ula.k1: {type: int, low: 1.5, high: 3}"), "params.ula.k1.low=1.5 is not an integer"),
         (search("  kd.mu: {type: uniform, low: 0.1, high: 1.5}"), "kd.mu=1.5 is out of range"),
         (GRID + "directions: [synthetic_duke->market1501]\n", "unknown dataset 'market1501'"),
         (GRID + "directions: [synthetic_duke]\n", "is not SRC->TGT"),
-        (GRID + "sheduler: {type: asha}\n", "unknown top-level key 'sheduler': did you mean scheduler?"),
-        (GRID + "search: {sampler: grid}\n", "search.sampler 'grid' is not allowed: use one of tpe, random"),
-        (GRID + "scheduler: {type: hyperband}\n", "scheduler.type 'hyperband' is not allowed"),
+        (GRID + "sheduler: {type: asha}\n", "unknown key 'sheduler': did you mean scheduler?"),
+        (GRID + "search: {sampler: grid}\n", "search.sampler='grid' is not allowed: use one of tpe, random"),
+        (GRID + "scheduler: {type: hyperband}\n", "scheduler.type='hyperband' is not allowed"),
+        (GRID + "search: {num_samples: 0}\n", "search.num_samples=0 is out of range (>= 1)"),
+        (GRID + "search: {smaple: 1}\n", "unknown key 'search.smaple': did you mean search.sampler?"),
+        (GRID + "scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor=1 is out of range (>= 2)"),
+        (GRID + "resources: {cpus_per_trial: 0}\n", "resources.cpus_per_trial=0 is out of range (>= 1)"),
+        (GRID + "preset: laptop\n", "preset='laptop' is not allowed: use one of paper, cpu"),
         (GRID + "  - {name: c, set: {kd.mu: 0.1}}\n", "set the same overrides: keep one"),
         (GRID + "  - {name: a, set: {kd.mu: 0.3}}\n", "variant name 'a' is used twice"),
-        (GRID.replace("{name: a, set", "{name: a, table: 1, set"), "unknown variant key(s) ['table']"),
+        (GRID.replace("{name: a, set", "{name: a, table: 1, set"), "unknown key 'variants[0].table': valid keys: variants[0].name, variants[0].set"),
         (search("  kd.mu: {type: uniform, low: 0.1, high: 0.9}").replace(
             "directions: [synthetic_duke->synthetic_market]\n", ""), "a search tunes one direction at a time"),
     ],
@@ -141,7 +148,7 @@ def test_hpo_is_an_optuna_search_with_asha():
     assert space.search.num_samples >= 40  # enough for TPE to leave its random start-up
     # Pre-training-side settings stay discrete, so the cache serves repeats.
     assert space.params["model.attention"]["type"] == space.params["loss.center_weight"]["type"] == "choice"
-    assert space.search.start_points[0]["name"] == "paper default"
+    assert space.search.start_points[0].name == "paper default"
     assert space.search.metrics == ["target_mAP"] and space.search.modes == ["max"]
     assert space.base_config().ula.eps_mode == "fixed"  # otherwise ula.eps would not matter
     assert encode_choice(["conv3", "conv5"]) == "conv3+conv5"
@@ -191,8 +198,9 @@ TABLES = """tables:
         (GRID + TABLES.replace("label: A}", "label: A, reference: zz}"), "refers to 'zz', which is not a variant"),
         (GRID + TABLES + "    claims:\n      - {text: x, variant: a, over: z}\n", "over 'z' is not a variant"),
         (GRID + TABLES.replace("title: T", "title: T\n    metrics: [mAPP]"), "metrics ['mAPP'] must be"),
-        (GRID + "seeds: [0, 0]\n", "seeds [0, 0] repeat a value"),
-        (GRID + "seeds: 3\n", "seeds must be a non-empty list of integers"),
+        (GRID + "seeds: [0, 0]\n", "seeds=[0, 0] repeats a value: list each seed once"),
+        (GRID + "seeds: 3\n", "seeds=3 is not a list"),
+        (GRID + "seeds: []\n", "seeds=[] is empty"),
     ],
 )
 def test_bad_tables_and_seeds_are_one_line_errors(tmp_path, text, message):

@@ -1,5 +1,4 @@
 import logging
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -120,9 +119,9 @@ def test_pairwise_precision_recall_purity_by_hand():
 
 def test_jaccard_distance_and_quantile_eps():
     features, ids = _blobs([12, 10, 9, 8, 7])
-    jaccard = label_adaptation(features, replace(CFG, distance="jaccard", eps=0.6, k1=6, k2=2), 5, true_ids=ids)
+    jaccard = label_adaptation(features, CFG.model_copy(update=dict(distance="jaccard", eps=0.6, k1=6, k2=2)), 5, true_ids=ids)
     assert jaccard.diagnostics["num_classes"] == 5 and jaccard.diagnostics["precision"] == 1.0
-    quantile = replace(CFG, eps_mode="quantile", eps_quantile=0.1)
+    quantile = CFG.model_copy(update=dict(eps_mode="quantile", eps_quantile=0.1))
     result = label_adaptation(features, quantile, 5, true_ids=ids)
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     assert result.diagnostics["eps"] == pytest.approx(np.quantile(pdist(unit), 0.1), rel=1e-4)
@@ -141,21 +140,21 @@ def _degenerate(features, cfg, num_classes, caplog):
 
 def test_no_cluster_is_degenerate(caplog):
     features, _ = _blobs([6, 6])
-    d = _degenerate(features, replace(CFG, eps=1e-4), 2, caplog)
+    d = _degenerate(features, CFG.model_copy(update=dict(eps=1e-4)), 2, caplog)
     assert d["num_clusters"] == 0 and d["num_labelled"] == 0 and d["largest_cluster_fraction"] == 0.0
     assert "no cluster" in d["reason"] and "raise ula.eps" in d["reason"]
 
 
 def test_one_giant_cluster_is_degenerate(caplog):
     features, _ = _blobs([12, 10, 9])
-    d = _degenerate(features, replace(CFG, eps=1.6), 5, caplog)
+    d = _degenerate(features, CFG.model_copy(update=dict(eps=1.6)), 5, caplog)
     assert d["reason"] == ("DBSCAN found 1 cluster holding 100% of 31 samples at eps=1.60: lower ula.eps or use "
                            "ula.eps_mode=quantile / ula.distance=jaccard")
 
 
 def test_one_small_cluster_and_k_of_one_are_degenerate(caplog):
     features, _ = _blobs([10], extras=[(0, 3.0)] * 1 + [(0, 4.0)])  # one cluster + 2 far samples
-    d = _degenerate(features, replace(CFG, max_cluster_fraction=0.95), 5, caplog)
+    d = _degenerate(features, CFG.model_copy(update=dict(max_cluster_fraction=0.95)), 5, caplog)
     assert d["num_clusters"] == 1 and "raise ula.eps" in d["reason"]
     features, _ = _blobs([8, 8])
     d = _degenerate(features, CFG, 1, caplog)
@@ -173,7 +172,7 @@ def test_few_labelled_samples_is_degenerate(caplog):
     rng = np.random.default_rng(0)
     features, _ = _blobs([4, 4])
     scattered = rng.normal(size=(40, DIM)).astype(np.float32)  # random directions: noise, below threshold
-    d = _degenerate(np.concatenate([features, scattered]), replace(CFG, min_labelled_fraction=0.3), 2, caplog)
+    d = _degenerate(np.concatenate([features, scattered]), CFG.model_copy(update=dict(min_labelled_fraction=0.3)), 2, caplog)
     assert d["num_labelled"] == 8 and d["labelled_fraction"] == pytest.approx(8 / 48)
     assert "ula.min_labelled_fraction=0.3" in d["reason"]
 
@@ -209,7 +208,7 @@ def test_sparse_neighbourhoods_give_thedense_labels(overrides, monkeypatch):
     monkeypatch.setattr(ula, "_BLOCK_BYTES", 4 * 250 * 17)
     monkeypatch.setattr(rerank, "_BLOCK_BYTES", 4 * 250 * 17)
     monkeypatch.setattr(ula, "_TIE_ROWS", 3)
-    cfg = replace(CFG, similarity_threshold=1.0, **overrides)  # nothing joins by template: DBSCAN's labels only
+    cfg = CFG.model_copy(update=dict(similarity_threshold=1.0, **overrides))  # nothing joins by template: DBSCAN's labels only
     for seed in range(3):
         features = _identities(seed, noise=0.4 + 0.15 * seed)
         for num_classes in (5, 20, 100):
@@ -227,8 +226,8 @@ def test_size_ties_ordered_by_density_as_the_dense_path():
     features = np.concatenate([eye[k] + s * rng.normal(size=(6, DIM)) for k, s in enumerate(spreads)])
     features = features.astype(np.float32)
     for distance in ("euclidean", "jaccard"):
-        cfg = replace(CFG, distance=distance, eps=0.3 if distance == "euclidean" else 0.7, k1=5, k2=2,
-                      similarity_threshold=1.0)
+        cfg = CFG.model_copy(update=dict(distance=distance, eps=0.3 if distance == "euclidean" else 0.7, k1=5, k2=2,
+                                          similarity_threshold=1.0))
         labels = label_adaptation(features, cfg, num_classes=3).pseudo_labels
         np.testing.assert_array_equal(labels, dense_labels(features, cfg, 3)[0])
     # By tightness: spread 0.01 -> class 0, 0.015 -> 1, 0.02 -> 2; the two loosest are left out.
@@ -237,9 +236,9 @@ def test_size_ties_ordered_by_density_as_the_dense_path():
 
 def test_jaccard_eps_of_one_joins_everything():
     features, _ = _blobs([12, 10, 9])
-    result = label_adaptation(features, replace(CFG, distance="jaccard", eps=1.0, k1=6, k2=2), 3)
+    result = label_adaptation(features, CFG.model_copy(update=dict(distance="jaccard", eps=1.0, k1=6, k2=2)), 3)
     assert result.diagnostics["num_clusters"] == 1 and result.diagnostics["degenerate"]
-    few = label_adaptation(features[:5], replace(CFG, distance="jaccard", eps=1.0, k1=3, k2=2, min_samples=6), 3)
+    few = label_adaptation(features[:5], CFG.model_copy(update=dict(distance="jaccard", eps=1.0, k1=3, k2=2, min_samples=6)), 3)
     assert few.diagnostics["num_clusters"] == 0
 
 

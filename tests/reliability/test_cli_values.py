@@ -43,4 +43,5 @@ def test_direction_cut_by_the_shell_gets_a_quoting_hint(tmp_path, capsys):
 def test_train_cli_accepts_1e_5_and_names_a_bad_value(tmp_path):
     proc = cli("reidmodel.train", "--set", "adapt.lr=1e-5", "--set", "ula.eps=abc", "--out", tmp_path / "run",
                timeout=60)
-    assert proc.returncode == 2 and proc.stderr == "error: ula.eps must be a number, got 'abc'\n"
+    assert proc.returncode == 2 and proc.stderr == ("error: ula.eps='abc' is not a number: give a number such as 0.5 or 1e-5 - DBSCAN "
+                                             "neighbourhood radius (eps_mode=fixed)\n")
