@@ -96,7 +96,7 @@ class SchedulerSettings(Settings):
 
 class Resources(Settings):
     cpus_per_trial: Int = Field(1, ge=1, description="CPUs per trial (also its torch threads)")
-    gpus_per_trial: float = Field(0.0, ge=0, description="GPUs per trial (a fraction shares one)")
+    gpus_per_trial: Int | float = Field(0, ge=0, description="GPUs per trial (a fraction shares one)")
     max_concurrent: Int | None = Field(None, ge=1, description="trials at once; null: available CPUs // "
                                                                "cpus_per_trial")
 
