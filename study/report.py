@@ -34,6 +34,7 @@ from mlflow import MlflowClient
 from reidmodel.config import list_text
 from study import tables
 from study.outcome import publish_report
+from study.paths import default_tracking_uri
 from study.spaces import table_column
 from study.tables import Table, parse_tables
 from study.tracking import (
@@ -41,7 +42,6 @@ from study.tracking import (
     TAG_PARENT,
     TAG_ROLE,
     TAG_TRIAL,
-    default_tracking_uri,
     find_experiment_id,
 )
 

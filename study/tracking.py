@@ -49,11 +49,6 @@ HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
 
 
-def default_tracking_uri(results_dir: Path) -> str:
-    """SQLite store beside the other results (MLflow 3 deprecated the plain file store)."""
-    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / 'mlflow.db').as_posix()}"
-
-
 def git_commit() -> str | None:
     """Commit of the checkout this code runs from; None outside a git checkout or before the first commit."""
     try:

@@ -9,8 +9,9 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from study import report  # noqa: E402
+from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
-from study.tracking import StudyTracker, TrialTracker, default_tracking_uri  # noqa: E402
+from study.tracking import StudyTracker, TrialTracker  # noqa: E402
 
 VARIANTS = ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
             "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)", "ULA(750)+KD(0.7)"]

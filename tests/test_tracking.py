@@ -9,7 +9,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # noqa: E402
 
-from study.tracking import StudyTracker, TrialTracker, default_tracking_uri, git_commit  # noqa: E402
+from study.paths import default_tracking_uri  # noqa: E402
+from study.tracking import StudyTracker, TrialTracker, git_commit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
