@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from reidmodel.config import ExperimentConfig, to_yaml
-from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS
+from reidmodel.cycle_metrics import LOSS_KEYS, ULA_KEYS, cycle_metric_names
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -240,17 +240,16 @@ def run_experiment(
                 intermediate = intermediate or copy.deepcopy(target_model)
                 losses = _fine_tune(config, intermediate, target, result, cycle, history, device, progress)
                 merge_weights(target_model, intermediate, merge_factor(config))
-        metrics = _evaluate_cycle(config, target_model, source, target, device)
-        metrics.update(
-            cycle=cycle,
-            epoch=config.source.epochs + cycle * config.adapt.cycle_epochs,
-            time_s=time.perf_counter() - start,
-        )
-        for key in ULA_KEYS:
-            value = ula.get(key, math.nan)
-            metrics[f"ula_{key}"] = float(value) if value is not None else math.nan
-        for key in LOSS_KEYS:
-            metrics[key] = losses.get(key, history[-1][key] if cycle == 0 and history else math.nan)
+        if cycle == 0 and history:  # the source-only model reports pre-training's last losses
+            losses = {key: history[-1][key] for key in LOSS_KEYS}
+        metrics = _every_metric({
+            **_evaluate_cycle(config, target_model, source, target, device),
+            "cycle": cycle,
+            "epoch": config.source.epochs + cycle * config.adapt.cycle_epochs,
+            "time_s": time.perf_counter() - start,
+            **{f"ula_{key}": float(ula[key]) for key in ULA_KEYS if ula.get(key) is not None},
+            **losses,
+        })
         cycles.append(metrics)
         log.info("cycle %d %s", cycle, _fmt(metrics))
         checkpoint_dir = _save_cycle(workdir, config, cycle, target_model, intermediate, history, cycles)
@@ -298,9 +297,13 @@ def _evaluate_cycle(config, model, source: Domain, target: Domain, device) -> di
     metrics = {f"target_{k}": v for k, v in evaluate_domain(config, model, target, device).items()}
     if config.eval.eval_source:
         metrics.update({f"source_{k}": v for k, v in evaluate_domain(config, model, source, device).items()})
-    else:
-        metrics.update({f"source_{k}": math.nan for k in EVAL_KEYS})
     return metrics
+
+
+def _every_metric(measured: dict[str, Any]) -> dict[str, Any]:
+    """Every registered metric in report order, NaN where this cycle measured nothing (no ULA at cycle 0, no
+    fine-tuning after a degenerate ULA, no source evaluation), so that every cycle's row has the same columns."""
+    return {name: measured.get(name, math.nan) for name in cycle_metric_names()}
 
 
 def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> dict[str, float]:

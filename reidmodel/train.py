@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import shutil
 import sys
 from pathlib import Path
 
 from reidmodel.config import ConfigError, load_config, to_yaml
+from reidmodel.cycle_metrics import metric
 from reidmodel.data import DatasetError
 
 COLUMNS = ("cycle", "target_mAP", "target_R1", "target_R5", "target_R10", "source_mAP",
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_row(COLUMNS))
 
     def report(metrics, checkpoint_dir):
-        print(_row(metrics.get(key, math.nan) for key in COLUMNS), flush=True)
+        print(_row(metric(key).format(metrics.get(key)) for key in COLUMNS), flush=True)
         for name in ("cycles.csv", "history.csv"):
             shutil.copyfile(checkpoint_dir / name, args.out / name)
 
@@ -101,13 +101,7 @@ def _last_checkpoint(out: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def _row(values) -> str:
-    cells = []
-    for value in values:
-        if isinstance(value, float):
-            cells.append("-" if math.isnan(value) else f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}")
-        else:
-            cells.append(str(value))
+def _row(cells) -> str:
     return " ".join(f"{cell:>14}" for cell in cells)
 
 

@@ -22,6 +22,7 @@ from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 from sklearn.preprocessing import normalize
 
 from reidmodel.config import ULAConfig
+from reidmodel.cycle_metrics import metric
 from reidmodel.evaluation import as_numpy, compute_distance_matrix, pairwise_distances, prepare_operand
 from reidmodel.rerank import KReciprocalEncoding
 
@@ -34,6 +35,7 @@ UNLABELLED = -1
 class ULAResult:
     pseudo_labels: np.ndarray  # int64 [N]; -1 = unlabelled, classes 0..K'-1 (largest base cluster first)
     templates: np.ndarray  # float32 [K', D], L2-normalised
+    # Its keys named in reidmodel.cycle_metrics.ULA_KEYS are reported per cycle as ula_*; the rest are for the log.
     diagnostics: dict = field(default_factory=dict)
 
 
@@ -325,10 +327,14 @@ def _degenerate_reason(cfg: ULAConfig, diagnostics: dict, num_classes: int) -> s
     return ""
 
 
+# The diagnostics that need the true identities.
+_QUALITY_KEYS = ("precision", "recall", "purity", "nmi")
+
+
 def _label_quality(true_ids: np.ndarray, pseudo_labels: np.ndarray) -> dict:
     """Pairwise precision/recall, purity and NMI over the labelled samples (NaN when undefined)."""
     if len(pseudo_labels) == 0:
-        return {"precision": float("nan"), "recall": float("nan"), "purity": float("nan"), "nmi": float("nan")}
+        return dict.fromkeys(_QUALITY_KEYS, float("nan"))
     pairs = pair_confusion_matrix(true_ids, pseudo_labels)  # [[TN, FP], [FN, TP]], ordered pairs
     true_positive, predicted_same, truly_same = pairs[1, 1], pairs[:, 1].sum(), pairs[1, :].sum()
     return {
@@ -341,10 +347,9 @@ def _label_quality(true_ids: np.ndarray, pseudo_labels: np.ndarray) -> dict:
 
 def _log(diagnostics: dict) -> None:
     quality = ""
-    if "precision" in diagnostics:
-        quality = " precision {precision:.3f} recall {recall:.3f} purity {purity:.3f} nmi {nmi:.3f}".format(
-            **diagnostics
-        )
+    for key in _QUALITY_KEYS if "precision" in diagnostics else ():
+        reported = metric(f"ula_{key}")
+        quality += f" {reported.label} {reported.format(diagnostics[key])}"
     summary = (
         "ULA: {num_labelled}/{num_samples} labelled ({labelled_fraction:.1%}) in {num_classes} classes from "
         "{num_clusters} clusters, eps {eps:.3f}, noise {num_noise}, largest {largest_cluster_fraction:.1%}"
