@@ -34,6 +34,8 @@ from mlflow.utils.validation import (  # noqa: E402
 )
 
 from reidmodel.config import flatten  # noqa: E402
+from reidmodel.cycle_metrics import METRICS  # noqa: E402
+from reidmodel.messages import suggest  # noqa: E402
 
 # Tags that identify the runs of a study; the report reads them too.
 TAG_STUDY = "study"
@@ -298,13 +300,18 @@ class TrialTracker:
         _log_params_and_tags(self.client, self._run(), flatten(params), tags, existing=logged_params)
 
     def log_cycle(self, metrics: dict) -> None:
-        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped.
+        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped. Each must
+        be one reidmodel.cycle_metrics declares, so the report finds it under the name and format it expects.
 
         A cycle this run already holds is not logged again: a trial killed after logging a cycle but before
         Ray stored its checkpoint redoes that cycle on resume, and MLflow cannot replace a logged point.
         """
         if "cycle" not in metrics:
             raise ValueError(f"cycle metrics need a 'cycle' key to use as the MLflow step; got {sorted(metrics)}")
+        unknown = [key for key, value in metrics.items() if _is_number(value) and key not in METRICS]
+        if unknown:
+            raise ValueError(f"cycle metric {unknown[0]!r} is not declared in reidmodel.cycle_metrics: "
+                             + suggest(unknown[0], METRICS, otherwise="add it to METRICS there"))
         step = int(metrics["cycle"])
         if step in self._logged_cycles:
             return

@@ -148,6 +148,9 @@ def test_bad_input_messages(tracking_uri, tmp_path):
     trial.start({}, {})
     with pytest.raises(ValueError, match="'cycle' key"):
         trial.log_cycle({"target_mAP": 1.0})
+    with pytest.raises(ValueError, match="'target_mAp' is not declared in reidmodel.cycle_metrics: did you mean "
+                                         "target_mAP"):
+        trial.log_cycle({"cycle": 0, "target_mAp": 1.0})
     with pytest.raises(FileNotFoundError, match="history.csv"):
         trial.log_history(tmp_path / "history.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):
