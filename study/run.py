@@ -14,12 +14,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from study.outcome import EXIT_INTERRUPTED, one_line
+from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
 from study.paths import StudyPaths
 from study.spaces import SpaceError, StudySpace, encode_choice, load_space, parse_set_args
 from study.trial import TrialConfigs, TrialContext
+
+if TYPE_CHECKING:  # MLflow's import takes seconds: only once the study starts
+    from study.tracking import StudyTracker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,12 +112,9 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
 
 def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> int:
     import ray
-    from ray import tune
 
-    from study.outcome import StudyOutcome, publish_report
     from study.preflight import connect_ray
     from study.tracking import StudyTracker
-    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
 
     # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -134,56 +134,71 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
         )
         tracker = StudyTracker(paths.tracking_uri, paths.name)
         parent_run_id = tracker.start(space_dict(space), _cli_dict(args), resume=args.resume)
-        trainable = tune.with_resources(
-            train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
-        )
-        if args.resume:
-            tuner = tune.Tuner.restore(
-                paths.experiment_path, trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            configs = TrialConfigs()  # the stopper's and the callback's, built once per trial
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(space, TrialContext.for_study(space, paths, parent_run_id)),
-                tune_config=tune_config(space, paths, max_concurrent),
-                run_config=tune.RunConfig(
-                    name=paths.name,
-                    storage_path=paths.storage,
-                    failure_config=tune.FailureConfig(max_failures=1),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # resuming needs the last one only
-                    progress_reporter=progress_reporter(space),
-                    verbose=1,  # status tables only, not every trial result
-                    stop=DegenerateULAStopper(configs),
-                    callbacks=[TrialOutcome(paths.tracking_uri, parent_run_id, space.scheduler.type, configs)],
-                ),
-            )
+        tuner = make_tuner(space, paths, parent_run_id=parent_run_id, max_concurrent=max_concurrent,
+                           resume=args.resume)
         started = time.perf_counter()
         results = tuner.fit()
         print_summary(space, results)
         outcome = StudyOutcome.of(space, results, interrupted=tracker.close_open_trials())
         tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
-        try:
-            report_path = publish_report(
-                paths.name, paths.results_dir, paths.tracking_uri, optuna_storage=paths.optuna_storage
-            )
-        except Exception as exc:  # the trials are stored: only the report needs another try
-            print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
-                  f"python -m study.report --study {paths.name} --results-dir {paths.results_dir}",
-                  file=sys.stderr)
-            return outcome.exit_code or 1
-        tracker.log_report(report_path.parent)
-        print(f"report: {report_path}")
-        summary = outcome.summary(paths.name)
-        if summary:
-            print(f"error: {summary}", file=sys.stderr)
-        return outcome.exit_code
+        return report_study(tracker, paths, outcome)
     except BaseException as exc:
         if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         ray.shutdown()
+
+
+def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_concurrent: int,
+               resume: bool) -> Any:
+    """Ray Tune's Tuner: restored from the study's tuner.pkl (its trials keep the settings they started with),
+    or a new one."""
+    from ray import tune
+
+    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
+
+    resources = space.resources
+    trainable = tune.with_resources(train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+    if resume:
+        return tune.Tuner.restore(paths.experiment_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    configs = TrialConfigs()  # the stopper's and the callback's, built once per trial
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space, TrialContext.for_study(space, paths, parent_run_id)),
+        tune_config=tune_config(space, paths, max_concurrent),
+        run_config=tune.RunConfig(
+            name=paths.name,
+            storage_path=paths.storage,
+            failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # resuming needs the last one only
+            progress_reporter=progress_reporter(space),
+            verbose=1,  # status tables only, not every trial result
+            stop=DegenerateULAStopper(configs),
+            callbacks=[TrialOutcome(paths.tracking_uri, parent_run_id, space.scheduler.type, configs)],
+        ),
+    )
+
+
+def report_study(tracker: StudyTracker, paths: StudyPaths, outcome: StudyOutcome) -> int:
+    """Publish the report and log it on the parent run; returns the study's exit code."""
+    from study.outcome import publish_report
+
+    try:
+        report_path = publish_report(paths.name, paths.results_dir, paths.tracking_uri,
+                                     optuna_storage=paths.optuna_storage)
+    except Exception as exc:  # the trials are stored: only the report needs another try
+        print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
+              f"python -m study.report --study {paths.name} --results-dir {paths.results_dir}",
+              file=sys.stderr)
+        return outcome.exit_code or 1
+    tracker.log_report(report_path.parent)
+    print(f"report: {report_path}")
+    summary = outcome.summary(paths.name)
+    if summary:
+        print(f"error: {summary}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def param_space(space: StudySpace, context: TrialContext) -> dict[str, Any]:
