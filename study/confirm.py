@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from study.paths import StudyPaths
 from study.spaces import SpaceError, direction_overrides, load_space
 
 PAPER_DEFAULT_VARIANT = "ULA(750)+KD(0.5)"
@@ -43,19 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from study.run import main as run_main
-    from study.tracking import default_tracking_uri
 
-    results_dir = Path(args.results_dir).expanduser().resolve()
-    tracking_uri = args.tracking_uri or default_tracking_uri(results_dir)
-    name = args.name or f"{args.study}-confirm"
+    paths = StudyPaths.resolve(args.name or f"{args.study}-confirm", args.results_dir, tracking_uri=args.tracking_uri)
     try:
         if args.seeds < 1:
             raise SpaceError(f"--seeds {args.seeds} is out of range: pass how many fresh seeds, e.g. --seeds 3")
-        space = confirmation_space(args.study, tracking_uri, args.seeds, name)
+        space = confirmation_space(args.study, paths.tracking_uri, args.seeds, paths.name)
     except (SpaceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    space_file = results_dir / "spaces" / f"{name}.yaml"
+    space_file = paths.results_dir / "spaces" / f"{paths.name}.yaml"
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}\n"
@@ -63,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not space_file.is_file():
         print(f"error: --resume: no confirmation space {space_file}: drop --resume to start it", file=sys.stderr)
         return 2
-    run_args = ["--space", str(space_file), "--name", name, "--results-dir", str(results_dir),
-                "--tracking-uri", tracking_uri]
+    run_args = ["--space", str(space_file), "--name", paths.name, "--results-dir", str(paths.results_dir),
+                "--tracking-uri", paths.tracking_uri]
     run_args += ["--resume"] if args.resume else []
     run_args += ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
     run_args += ["--address", args.address] if args.address else []

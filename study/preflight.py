@@ -18,13 +18,13 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 from reidmodel.config import ExperimentConfig, apply_overrides
 from reidmodel.cycle_metrics import cycle_metric_names
 from reidmodel.messages import suggest
 from study.outcome import PARTIAL_SUFFIX
+from study.paths import StudyPaths
 from study.spaces import Resources, SpaceError, StudySpace
 
 TIMEOUT_S = 5.0  # per network probe; a tracking URI or address check fails within about 10 s
@@ -48,7 +48,7 @@ else:
 """
 
 
-def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]) -> None:
+def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> None:
     """Everything about a study that can be known before Ray starts; raises SpaceError with one line."""
     check_metrics(space)
     check_results_folder(paths, resume=args.resume)
@@ -56,7 +56,7 @@ def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: dict[st
     gpus_flag = "--gpus-per-trial" if args.gpus_per_trial is not None else f"{space.path}: resources.gpus_per_trial"
     check_devices(configs, space.resources, gpus_flag, local=args.address is None)
     check_pretrained(configs)
-    check_tracking_uri(paths["tracking_uri"])
+    check_tracking_uri(paths.tracking_uri)
     if args.address is not None:
         check_address(args.address)
     if args.resume:
@@ -72,10 +72,10 @@ def check_metrics(space: StudySpace) -> None:
             raise SpaceError(f"{space.path}: search metric {metric!r} is not a metric a cycle reports: {hint}")
 
 
-def check_results_folder(paths: dict[str, Any], resume: bool) -> None:
+def check_results_folder(paths: StudyPaths, resume: bool) -> None:
     """Writable, and owned: a study writes only its own results folder, so a new study may not take a name
     that already has one (committed or not)."""
-    results_dir, name = paths["results_dir"], paths["name"]
+    results_dir, name = paths.results_dir, paths.name
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-check-"):
@@ -83,8 +83,8 @@ def check_results_folder(paths: dict[str, Any], resume: bool) -> None:
     except OSError as exc:
         raise SpaceError(f"--results-dir {results_dir} is not writable ({exc.strerror or exc}): "
                          "pass a folder you can write") from exc
-    if "://" not in paths["storage"]:
-        _check_creatable(Path(paths["storage"]), "--storage")
+    if paths.local_storage:
+        _check_creatable(Path(paths.storage), "--storage")
     if resume:
         return
     for folder in (results_dir / name, results_dir / f"{name}{PARTIAL_SUFFIX}"):
@@ -221,7 +221,7 @@ def connect_ray(address: str | None, resources: Resources) -> None:
                              f"pass {flag} {most:g} or less, or add a node that has them")
 
 
-def check_resume(space: StudySpace, paths: dict[str, Any]) -> None:
+def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     """A resumed study runs its unfinished trials with the config they started with (Tune restores it), so a
     changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys.
     A study whose driver still runs is refused too."""
@@ -231,8 +231,8 @@ def check_resume(space: StudySpace, paths: dict[str, Any]) -> None:
     from study.run import space_dict
     from study.tracking import TAG_DRIVER, TAG_ROLE, driver_alive, logged_params
 
-    client = MlflowClient(paths["tracking_uri"])
-    experiment = client.get_experiment_by_name(paths["name"])
+    client = MlflowClient(paths.tracking_uri)
+    experiment = client.get_experiment_by_name(paths.name)
     if experiment is None:
         return
     parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
@@ -242,7 +242,7 @@ def check_resume(space: StudySpace, paths: dict[str, Any]) -> None:
     parent = parents[0]
     identity = parent.data.tags.get(TAG_DRIVER)
     if parent.info.status == "RUNNING" and identity and driver_alive(identity):
-        raise SpaceError(f"study {paths['name']!r} is running now (driver {identity}): let it end or stop it "
+        raise SpaceError(f"study {paths.name!r} is running now (driver {identity}): let it end or stop it "
                          "(Ctrl-C) before --resume")
     # The parent run logged the space's keys as params at the first start (study.tracking.StudyTracker.start).
     ignored = ("space.resources.", "space.path")  # where and with how much it runs may change; what it runs not

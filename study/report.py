@@ -32,8 +32,10 @@ from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
 from reidmodel.config import list_text
+from reidmodel.cycle_metrics import metric
 from study import tables
 from study.outcome import publish_report
+from study.paths import default_tracking_uri
 from study.spaces import table_column
 from study.tables import Table, parse_tables
 from study.tracking import (
@@ -41,25 +43,29 @@ from study.tracking import (
     TAG_PARENT,
     TAG_ROLE,
     TAG_TRIAL,
-    default_tracking_uri,
     find_experiment_id,
 )
 
 DIRECTIONS = ("D->M", "M->D")
 OBJECTIVE = "target_mAP"
-RANKS = ("R1", "R5", "R10", "mAP")
-ULA_COLUMNS = {"ula_num_clusters": "clusters", "ula_requested_classes": "K", "ula_num_classes": "classes",
-               "ula_num_labelled": "labelled", "ula_labelled_fraction": "labelled fraction",
-               "ula_precision": "precision", "ula_recall": "recall", "ula_degenerate": "degenerate",
-               "target_mAP": "target mAP"}
-ULA_DIGITS = {"ula_num_clusters": 0, "ula_requested_classes": 0, "ula_num_classes": 0, "ula_num_labelled": 0,
-              "ula_degenerate": 0, "target_mAP": 1}  # the fractions get 3 digits
+# The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
+ULA_TABLE = ("ula_num_clusters", "ula_requested_classes", "ula_num_classes", "ula_num_labelled",
+             "ula_labelled_fraction", "ula_precision", "ula_recall", "ula_degenerate", "target_mAP")
+MISSING = "–"  # a value not measured, e.g. ULA's at cycle 0
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def fmt(value, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
+    """A number that is not a cycle metric (an importance)."""
+    return MISSING if _missing(value) else f"{value:.{digits}f}"
+
+
+def cell(name: str, value) -> str:
+    """A cycle metric's value as the registry formats it (reidmodel.cycle_metrics)."""
+    return MISSING if _missing(value) else metric(name).format(value)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -152,7 +158,7 @@ def trial_frame(children, cycles: pd.DataFrame) -> pd.DataFrame:
             final = history.iloc[-1]
             best = history.loc[history[OBJECTIVE].idxmax()]
             record.update(cycles=len(history), final_cycle=int(final["cycle"]), best_cycle=int(best["cycle"]))
-            for rank in RANKS + ("mINP",):
+            for rank in tables.METRICS:
                 key = f"target_{rank}"
                 record[f"final_{key}"] = final.get(key, math.nan)
                 record[f"best_{key}"] = best.get(key, math.nan)
@@ -180,8 +186,8 @@ def best_trials_markdown(trials: pd.DataFrame, limit: int = 10) -> str:
     rows = []
     for _, row in ranked.iterrows():
         rows.append([row["trial"]] + ([str(row["variant"])] if with_variant else []) + [
-            str(row["direction"]), row["outcome"], str(row["final_cycle"]), fmt(row[f"final_{OBJECTIVE}"]),
-            fmt(row["final_target_R1"]), f"{fmt(row[f'best_{OBJECTIVE}'])} ({row['best_cycle']})"]
+            str(row["direction"]), row["outcome"], str(row["final_cycle"]), cell(OBJECTIVE, row[f"final_{OBJECTIVE}"]),
+            cell("target_R1", row["final_target_R1"]), f"{cell(OBJECTIVE, row[f'best_{OBJECTIVE}'])} ({row['best_cycle']})"]
             + [significant(_parse(row[p])) for p in params])
     return markdown_table(header, rows)
 
@@ -205,18 +211,20 @@ def k_binding_markdown(table: Table, cycles: pd.DataFrame, trials: pd.DataFrame)
     merged = merged[merged["ula_requested_classes"].notna() & (merged["cycle"] > 0)]
     for row in table.rows:
         for column in tables.columns_of(trials):
-            cell = merged[(merged["variant"] == row.variant) & (merged["column"] == column)]
-            if cell.empty:
+            runs = merged[(merged["variant"] == row.variant) & (merged["column"] == column)]
+            if runs.empty:
                 continue
-            bound = cell["ula_num_clusters"] > cell["ula_requested_classes"]
-            summary.append(f"- {row.label}, {column}: K bound in {int(bound.sum())} of {len(cell)} cycles "
-                           f"({cell['trial'].nunique()} trials)"
+            bound = runs["ula_num_clusters"] > runs["ula_requested_classes"]
+            summary.append(f"- {row.label}, {column}: K bound in {int(bound.sum())} of {len(runs)} cycles "
+                           f"({runs['trial'].nunique()} trials)"
                            + ("" if bound.all() else " — **K did not bind in every cycle**"))
-            for cycle, group in cell.groupby("cycle"):
-                clusters = group["ula_num_clusters"]
-                rows.append([row.label, column, str(int(cycle)), f"{clusters.min():.0f}-{clusters.max():.0f}",
-                             "/".join(f"{k:.0f}" for k in sorted(group["ula_requested_classes"].unique())),
-                             fmt(group["ula_precision"].mean(), 3), f"{int((clusters > group['ula_requested_classes']).sum())}/{len(group)}"])
+            for cycle, group in runs.groupby("cycle"):
+                clusters, requested = group["ula_num_clusters"], group["ula_requested_classes"]
+                rows.append([row.label, column, str(int(cycle)),
+                             f"{cell('ula_num_clusters', clusters.min())}-{cell('ula_num_clusters', clusters.max())}",
+                             "/".join(cell("ula_requested_classes", k) for k in sorted(requested.unique())),
+                             cell("ula_precision", group["ula_precision"].mean()),
+                             f"{int((clusters > requested).sum())}/{len(group)}"])
     if not rows:
         return ["No ULA cycles in this table's rows."]
     detail = markdown_table(["row", "direction", "cycle", "DBSCAN clusters (min-max)", "K",
@@ -280,7 +288,7 @@ def plot_front(frame: pd.DataFrame, front: pd.DataFrame, objectives: list[dict],
 def front_markdown(front: pd.DataFrame, objectives: list[dict], marked: dict[str, str], params: list[str]) -> str:
     header = ["trial", *(o["metric"] for o in objectives), *(p.removeprefix("params.") for p in params)]
     rows = [[row["trial"] + (f" ({marked[row['trial']]})" if row["trial"] in marked else "")]
-            + [fmt(row[o["metric"]]) for o in objectives] + [significant(_parse(row[p])) for p in params]
+            + [cell(o["metric"], row[o["metric"]]) for o in objectives] + [significant(_parse(row[p])) for p in params]
             for _, row in front.iterrows()]
     return markdown_table(header, rows)
 
@@ -434,10 +442,9 @@ def ula_markdown(cycles: pd.DataFrame, trials: pd.DataFrame) -> str:
     """Collapsible per-trial tables, so a search with many trials keeps the report readable."""
     blocks = []
     for name, history in cycles.groupby("trial", sort=True):
-        keys = [k for k in ULA_COLUMNS if k in history]
-        rows = [[str(int(row["cycle"]))] + [fmt(row[k], ULA_DIGITS.get(k, 3)) for k in keys]
-                for _, row in history.iterrows()]
-        table = markdown_table(["cycle"] + [ULA_COLUMNS[k] for k in keys], rows)
+        keys = [k for k in ULA_TABLE if k in history]
+        rows = [[cell("cycle", row["cycle"])] + [cell(k, row[k]) for k in keys] for _, row in history.iterrows()]
+        table = markdown_table([metric("cycle").label] + [metric(k).label for k in keys], rows)
         blocks.append(f"<details><summary>{_label(trials, name)}</summary>\n\n{table}\n\n</details>")
     return "\n\n".join(blocks)
 

@@ -14,14 +14,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from study.outcome import EXIT_INTERRUPTED, one_line
+from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
+from study.paths import StudyPaths
 from study.spaces import SpaceError, StudySpace, encode_choice, load_space, parse_set_args
+from study.trial import TrialConfigs, TrialContext
 
-RAY_DIR = "ray"
-CACHE_DIR = "cache/pretrain"
-OPTUNA_DB = "optuna.db"
+if TYPE_CHECKING:  # MLflow's import takes seconds: only once the study starts
+    from study.tracking import StudyTracker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run_study(space, args, paths)
     except KeyboardInterrupt:  # a second Ctrl-C, which Ray Tune leaves to Python
-        print(f"error: study {paths['name']!r} interrupted: continue it with the same command and --resume",
+        print(f"error: study {paths.name!r} interrupted: continue it with the same command and --resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
-def prepare(args: argparse.Namespace) -> tuple[StudySpace, dict[str, Any]]:
+def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
     """All checks that need neither Ray nor MLflow; raises SpaceError with one line."""
     from reidmodel.data import DatasetError, resolve_dataset
 
@@ -94,42 +95,26 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, dict[str, Any]]:
     study_name = args.name or space.name
     if not study_name or any(c in study_name for c in "/\\ "):
         raise SpaceError(f"--name {study_name!r} is not a folder name: use letters, digits, - and _")
-    results_dir = Path(args.results_dir).expanduser().resolve()
-    storage = args.storage or str(results_dir / RAY_DIR)
-    if "://" not in storage:
-        storage = str(Path(storage).expanduser().resolve())
-    experiment_path = f"{storage.rstrip('/')}/{study_name}"
-    if "://" not in storage:
+    paths = StudyPaths.resolve(study_name, args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
+                               search=space.kind == "search")
+    if paths.local_storage:
         # tuner.pkl is what Tuner.can_restore looks for; checked here without starting Ray.
-        if args.resume and not (Path(experiment_path) / "tuner.pkl").is_file():
-            raise SpaceError(f"--resume: no study {study_name!r} under {storage}: drop --resume to start it")
-        if Path(experiment_path).exists() and not args.resume:
+        experiment = Path(paths.experiment_path)
+        if args.resume and not (experiment / "tuner.pkl").is_file():
+            raise SpaceError(f"--resume: no study {study_name!r} under {paths.storage}: drop --resume to start it")
+        if experiment.exists() and not args.resume:
             raise SpaceError(
-                f"study {study_name!r} already exists under {storage}: pass --resume to continue it "
+                f"study {study_name!r} already exists under {paths.storage}: pass --resume to continue it "
                 "or --name NEW to start another"
             )
-    from study.tracking import default_tracking_uri
-
-    paths = {
-        "name": study_name,
-        "results_dir": results_dir,
-        "storage": storage,
-        "experiment_path": experiment_path,
-        "tracking_uri": args.tracking_uri or default_tracking_uri(results_dir),
-        "optuna_storage": f"sqlite:///{(results_dir / OPTUNA_DB).as_posix()}" if space.kind == "search" else None,
-        "cache_dir": str(results_dir / CACHE_DIR),
-    }
     return space, paths
 
 
-def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]) -> int:
+def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> int:
     import ray
-    from ray import tune
 
-    from study.outcome import StudyOutcome, publish_report
     from study.preflight import connect_ray
     from study.tracking import StudyTracker
-    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
 
     # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -147,62 +132,16 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
         max_concurrent = resources.max_concurrent or max(
             1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial
         )
-        tracker = StudyTracker(paths["tracking_uri"], paths["name"])
+        tracker = StudyTracker(paths.tracking_uri, paths.name)
         parent_run_id = tracker.start(space_dict(space), _cli_dict(args), resume=args.resume)
-        trainable = tune.with_resources(
-            train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
-        )
-        study = {
-            "name": paths["name"],
-            "space": space.name,
-            "preset": space.preset,
-            "fixed": space.fixed,
-            "tracking_uri": paths["tracking_uri"],
-            "parent_run_id": parent_run_id,
-            "cache_dir": paths["cache_dir"],
-            "cpus_per_trial": resources.cpus_per_trial,
-            "scheduler": space.scheduler.type,
-        }
-        if args.resume:
-            tuner = tune.Tuner.restore(
-                paths["experiment_path"], trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space(space, study),
-                tune_config=tune_config(space, paths, max_concurrent),
-                run_config=tune.RunConfig(
-                    name=paths["name"],
-                    storage_path=paths["storage"],
-                    failure_config=tune.FailureConfig(max_failures=1),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # resuming needs the last one only
-                    progress_reporter=progress_reporter(space),
-                    verbose=1,  # status tables only, not every trial result
-                    stop=DegenerateULAStopper(),
-                    callbacks=[TrialOutcome(paths["tracking_uri"], parent_run_id, space.scheduler.type)],
-                ),
-            )
+        tuner = make_tuner(space, paths, parent_run_id=parent_run_id, max_concurrent=max_concurrent,
+                           resume=args.resume)
         started = time.perf_counter()
         results = tuner.fit()
         print_summary(space, results)
         outcome = StudyOutcome.of(space, results, interrupted=tracker.close_open_trials())
         tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
-        try:
-            report_path = publish_report(
-                paths["name"], paths["results_dir"], paths["tracking_uri"], optuna_storage=paths["optuna_storage"]
-            )
-        except Exception as exc:  # the trials are stored: only the report needs another try
-            print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
-                  f"python -m study.report --study {paths['name']} --results-dir {paths['results_dir']}",
-                  file=sys.stderr)
-            return outcome.exit_code or 1
-        tracker.log_report(report_path.parent)
-        print(f"report: {report_path}")
-        summary = outcome.summary(paths["name"])
-        if summary:
-            print(f"error: {summary}", file=sys.stderr)
-        return outcome.exit_code
+        return report_study(tracker, paths, outcome)
     except BaseException as exc:
         if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -211,10 +150,63 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: dict[str, Any]
         ray.shutdown()
 
 
-def param_space(space: StudySpace, study: dict[str, Any]) -> dict[str, Any]:
-    """The Tune config: constants under ``study``, the grid's (direction x variant) or the sampled keys."""
+def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_concurrent: int,
+               resume: bool) -> Any:
+    """Ray Tune's Tuner: restored from the study's tuner.pkl (its trials keep the settings they started with),
+    or a new one."""
     from ray import tune
 
+    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
+
+    resources = space.resources
+    trainable = tune.with_resources(train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
+    if resume:
+        return tune.Tuner.restore(paths.experiment_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=True)
+    configs = TrialConfigs()  # the stopper's and the callback's, built once per trial
+    return tune.Tuner(
+        trainable,
+        param_space=param_space(space, TrialContext.for_study(space, paths, parent_run_id)),
+        tune_config=tune_config(space, paths, max_concurrent),
+        run_config=tune.RunConfig(
+            name=paths.name,
+            storage_path=paths.storage,
+            failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # resuming needs the last one only
+            progress_reporter=progress_reporter(space),
+            verbose=1,  # status tables only, not every trial result
+            stop=DegenerateULAStopper(configs),
+            callbacks=[TrialOutcome(paths.tracking_uri, parent_run_id, space.scheduler.type, configs)],
+        ),
+    )
+
+
+def report_study(tracker: StudyTracker, paths: StudyPaths, outcome: StudyOutcome) -> int:
+    """Publish the report and log it on the parent run; returns the study's exit code."""
+    from study.outcome import publish_report
+
+    try:
+        report_path = publish_report(paths.name, paths.results_dir, paths.tracking_uri,
+                                     optuna_storage=paths.optuna_storage)
+    except Exception as exc:  # the trials are stored: only the report needs another try
+        print(f"error: report not written ({type(exc).__name__}: {exc}): the trials are stored, rerun "
+              f"python -m study.report --study {paths.name} --results-dir {paths.results_dir}",
+              file=sys.stderr)
+        return outcome.exit_code or 1
+    tracker.log_report(report_path.parent)
+    print(f"report: {report_path}")
+    summary = outcome.summary(paths.name)
+    if summary:
+        print(f"error: {summary}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def param_space(space: StudySpace, context: TrialContext) -> dict[str, Any]:
+    """The Tune config (see study.trial): the context under ``study``, the grid's (direction x variant x seed) or
+    the sampled keys."""
+    from ray import tune
+
+    study = context.as_param()
     if space.kind == "grid":
         variants = [{"name": v.name, "set": v.set} for v in space.variants]
         return {
@@ -243,7 +235,7 @@ def tune_domain(dist: dict[str, Any]) -> Any:
     return tune.qrandint(dist["low"], dist["high"], dist.get("step", 1))
 
 
-def tune_config(space: StudySpace, paths: dict[str, Any], max_concurrent: int) -> Any:
+def tune_config(space: StudySpace, paths: StudyPaths, max_concurrent: int) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -264,7 +256,7 @@ def tune_config(space: StudySpace, paths: dict[str, Any], max_concurrent: int) -
     return tune.TuneConfig(
         num_samples=settings.num_samples,
         scheduler=scheduler,
-        search_alg=optuna_search(space, paths["name"], paths["optuna_storage"], max_concurrent),
+        search_alg=optuna_search(space, paths.name, paths.optuna_storage, max_concurrent),
     )
 
 

@@ -321,14 +321,6 @@ def table_column(direction: str | None) -> str | None:
     return "D->M" if parts[1] in MARKET_LIKE else "M->D"
 
 
-def trial_label(params: dict[str, Any]) -> str:
-    """What a trial is, for the MLflow runs table: variant or sampled values, paper column, seed."""
-    what = params["variant"]["name"] if "variant" in params else ", ".join(
-        f"{key.rsplit('.', 1)[-1]}={value:.3g}" if isinstance(value, float) else f"{key.rsplit('.', 1)[-1]}={value}"
-        for key, value in sorted(params.items()) if "." in key)
-    return f"{what} | {table_column(params['direction']) or params['direction']} | seed {params.get('seed', '?')}"
-
-
 def direction_overrides(direction: str) -> dict[str, str]:
     source, target = (p.strip() for p in direction.split("->"))
     return {"data.source": source, "data.target": target}
@@ -353,22 +345,6 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 def encode_choice(value: Any) -> Any:
     """Optuna's categorical values must be scalars: a list (attention stages) travels as 'conv3+conv4'."""
     return list_text(value) if isinstance(value, list) else value
-
-
-def trial_overrides(params: dict[str, Any]) -> dict[str, Any]:
-    """fixed, then the direction and seed, then the grid variant's set, then the sampled dotted params."""
-    overrides = dict(params["study"]["fixed"])
-    overrides.update(direction_overrides(params["direction"]))
-    if "seed" in params:
-        overrides["runtime.seed"] = params["seed"]
-    if "variant" in params:
-        overrides.update(params["variant"]["set"])
-    overrides.update({key: value for key, value in params.items() if "." in key})
-    return overrides
-
-
-def trial_config(params: dict[str, Any]) -> ExperimentConfig:
-    return apply_overrides(preset(params["study"]["preset"]), trial_overrides(params))
 
 
 def _find(name_or_path: str | Path) -> Path:

@@ -34,6 +34,8 @@ from mlflow.utils.validation import (  # noqa: E402
 )
 
 from reidmodel.config import flatten  # noqa: E402
+from reidmodel.cycle_metrics import METRICS  # noqa: E402
+from reidmodel.messages import suggest  # noqa: E402
 
 # Tags that identify the runs of a study; the report reads them too.
 TAG_STUDY = "study"
@@ -47,11 +49,6 @@ TAG_RETRY = "retry"  # "no" on a trial run that failed deterministically: Ray's 
 END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle")  # why a run ended; dropped when it restarts
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
-
-
-def default_tracking_uri(results_dir: Path) -> str:
-    """SQLite store beside the other results (MLflow 3 deprecated the plain file store)."""
-    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / 'mlflow.db').as_posix()}"
 
 
 def git_commit() -> str | None:
@@ -303,13 +300,18 @@ class TrialTracker:
         _log_params_and_tags(self.client, self._run(), flatten(params), tags, existing=logged_params)
 
     def log_cycle(self, metrics: dict) -> None:
-        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped.
+        """All numeric metrics of one cycle at step = cycle; NaN (e.g. ULA keys at cycle 0) is skipped. Each must
+        be one reidmodel.cycle_metrics declares, so the report finds it under the name and format it expects.
 
         A cycle this run already holds is not logged again: a trial killed after logging a cycle but before
         Ray stored its checkpoint redoes that cycle on resume, and MLflow cannot replace a logged point.
         """
         if "cycle" not in metrics:
             raise ValueError(f"cycle metrics need a 'cycle' key to use as the MLflow step; got {sorted(metrics)}")
+        unknown = [key for key, value in metrics.items() if _is_number(value) and key not in METRICS]
+        if unknown:
+            raise ValueError(f"cycle metric {unknown[0]!r} is not declared in reidmodel.cycle_metrics: "
+                             + suggest(unknown[0], METRICS, otherwise="add it to METRICS there"))
         step = int(metrics["cycle"])
         if step in self._logged_cycles:
             return

@@ -24,8 +24,8 @@ from ray import tune
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
 from study.outcome import is_deterministic, one_line
-from study.spaces import trial_config, trial_label
 from study.tracking import TAG_RETRY, TrialTracker, close_trial_run
+from study.trial import TrialConfigs, TrialContext, trial_config, trial_label, trial_tags
 
 # Test-only fault injection, read in _injected_fault alone and inert when unset (production never sets it).
 FAULT_ENV = "REID_STUDY_TEST_FAULT"
@@ -35,29 +35,20 @@ class RetryRefused(ValueError):
     """Raised by Ray's retry of a trial that already failed deterministically: the same error again, for free."""
 
 
-def trial_tags(params: dict[str, Any]) -> dict[str, str]:
-    study = params["study"]
-    tags = {"study": study["name"], "space": study["space"], "direction": params["direction"],
-            "seed": str(params.get("seed", ""))}
-    if "variant" in params:
-        tags["variant"] = params["variant"]["name"]
-    return tags
-
-
 def train_trial(params: dict[str, Any]) -> None:
-    study = params["study"]
+    context = TrialContext.of(params)
     config = trial_config(params)
-    torch.set_num_threads(study["cpus_per_trial"])
-    context = tune.get_context()
-    tracker = TrialTracker(study["tracking_uri"], study["parent_run_id"], context.get_trial_name(), study["name"])
-    tracker.start(config.flat(), {**trial_tags(params), "trial_id": context.get_trial_id()},
+    torch.set_num_threads(context.cpus_per_trial)
+    tune_context = tune.get_context()
+    tracker = TrialTracker(context.tracking_uri, context.parent_run_id, tune_context.get_trial_name(), context.name)
+    tracker.start(config.flat(), {**trial_tags(params), "trial_id": tune_context.get_trial_id()},
                   run_name=trial_label(params))
     last: dict[str, Any] = {}
     try:
         if tracker.previous_tags.get(TAG_RETRY) == "no":
             raise RetryRefused(f"not retried, the same error would come back: {tracker.previous_tags.get('error')}")
         # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
-        source_checkpoint, cache_hit = PretrainCache(Path(study["cache_dir"])).get_or_train(
+        source_checkpoint, cache_hit = PretrainCache(Path(context.cache_dir)).get_or_train(
             pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
         )
         print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
@@ -70,7 +61,7 @@ def train_trial(params: dict[str, Any]) -> None:
         tracker.end("FAILED", {"error": one_line(exc), "error_kind": kind,
                                TAG_RETRY: "no" if kind == "deterministic" else None})
         raise
-    tracker.end(*trial_outcome(config, last, scheduler=study["scheduler"]))
+    tracker.end(*trial_outcome(config, last, scheduler=context.scheduler))
 
 
 def _adapt(config, tracker: TrialTracker, source_checkpoint: Path, last: dict[str, Any]) -> None:
@@ -132,18 +123,30 @@ def trial_outcome(config, last_metrics: dict[str, Any], scheduler: str) -> tuple
     return "KILLED", {"stop_reason": reason, "stopped_at_cycle": cycle}
 
 
-class TrialOutcome(tune.Callback):
+class _SharesConfigs:
+    """The stopper and the outcome callback read each trial's config from one driver-side TrialConfigs."""
+
+    configs: TrialConfigs
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A tuner.pkl saved before the configs were shared holds none: a resumed study gets its own.
+        self.__dict__.update({"configs": TrialConfigs(), **state})
+
+
+class TrialOutcome(_SharesConfigs, tune.Callback):
     """Closes the MLflow run of each trial from the driver, where Ray's decision is known for sure: a
     trial stopped inside ``tune.report`` is killed before its own code can."""
 
-    def __init__(self, tracking_uri: str, parent_run_id: str, scheduler: str):
-        # Plain values only: the callback is pickled with the study and restored by --resume.
+    def __init__(self, tracking_uri: str, parent_run_id: str, scheduler: str, configs: TrialConfigs):
+        # Plain values and the configs, which pickle empty: the callback is saved with the study for --resume.
         self.tracking_uri = tracking_uri
         self.parent_run_id = parent_run_id
         self.scheduler = scheduler
+        self.configs = configs
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        status, tags = trial_outcome(trial_config(trial.config), trial.last_result or {}, self.scheduler)
+        config = self.configs.get(trial.trial_id, trial.config)
+        status, tags = trial_outcome(config, trial.last_result or {}, self.scheduler)
         close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status, tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
@@ -153,18 +156,16 @@ class TrialOutcome(tune.Callback):
                         only_running=True)
 
 
-class DegenerateULAStopper(tune.Stopper):
+class DegenerateULAStopper(_SharesConfigs, tune.Stopper):
     """Ends a trial whose clustering collapsed, when its config asks for it (``adapt.stop_on_degenerate``)."""
 
-    def __init__(self) -> None:
-        self._stop_flags: dict[str, bool] = {}
+    def __init__(self, configs: TrialConfigs) -> None:
+        self.configs = configs
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if result.get("ula_degenerate") != 1:
             return False
-        if trial_id not in self._stop_flags:
-            self._stop_flags[trial_id] = trial_config(result["config"]).adapt.stop_on_degenerate
-        return self._stop_flags[trial_id]
+        return self.configs.get(trial_id, result["config"]).adapt.stop_on_degenerate
 
     def stop_all(self) -> bool:
         return False

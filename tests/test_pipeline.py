@@ -9,7 +9,9 @@ from reidmodel import pipeline
 from reidmodel.config import apply_overrides
 from reidmodel.model import build_model
 from reidmodel.pipeline import pretrain_signature, run_experiment
-from study.spaces import load_space, trial_config
+from study.spaces import load_space
+from study.trial import trial_config
+from tests.tiny_studies import trial_context
 
 VOLATILE = {"time_s"}
 
@@ -104,7 +106,7 @@ def test_paper_rows_are_settings(tiny_config, tmp_path):
     variants = {v.name: v for v in space.variants}
 
     def trial(variant=None):
-        params = {"study": {"preset": space.preset, "fixed": space.fixed}, "direction": space.directions[0]}
+        params = {"study": trial_context(preset=space.preset, fixed=space.fixed), "direction": space.directions[0]}
         return trial_config({**params, "variant": {"set": variant.set}} if variant else params).flat()
 
     base = trial()

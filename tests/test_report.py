@@ -8,9 +8,11 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from reidmodel.cycle_metrics import metric  # noqa: E402
 from study import report  # noqa: E402
+from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
-from study.tracking import StudyTracker, TrialTracker, default_tracking_uri  # noqa: E402
+from study.tracking import StudyTracker, TrialTracker  # noqa: E402
 
 VARIANTS = ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
             "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)", "ULA(750)+KD(0.7)"]
@@ -212,3 +214,15 @@ def test_no_importances_when_the_objective_does_not_vary():
     assert importances_from_trials(trials) == {}
     trials["final_target_mAP"] = [40.0, 45.0, 50.0]
     assert set(importances_from_trials(trials)) == {"kd.mu"}
+
+
+def test_ula_diagnostics_take_labels_and_formats_from_the_metric_registry(study):
+    _, readme, _ = study
+    text = squash(readme.read_text())
+    logged = ("ula_num_clusters", "ula_requested_classes", "ula_num_labelled", "ula_precision", "ula_degenerate",
+              "target_mAP")
+    header = "| " + " | ".join(metric(key).label for key in ("cycle", *logged)) + " |"
+    assert header == "| cycle | clusters | K | labelled | precision | degenerate | target mAP |" and header in text
+    assert "| 0 | – | – | – | – | – | 10.0 |\n| 1 | 41 | 30 | 100 | 0.625 | 0 | 18.5 |" in text
+    assert (report.cell("ula_precision", 0.875), report.cell("target_mAP", 24.13), report.cell("ula_recall", None),
+            report.cell("target_mAP", math.nan)) == ("0.875", "24.1", "–", "–")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from study.paths import StudyPaths
 from study.run import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,3 +73,17 @@ def test_a_table_naming_a_missing_variant_fails_before_ray_starts(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "variant 'ULA+KD(0.9)' is not in this space's variants" in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray").exists()
+
+
+def test_study_paths_default_under_the_results_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = StudyPaths.resolve("s", "results", search=True)
+    results = tmp_path.resolve() / "results"
+    assert (paths.results_dir, paths.storage, paths.experiment_path) == (results, str(results / "ray"),
+                                                                         str(results / "ray" / "s"))
+    assert paths.tracking_uri == f"sqlite:///{results}/mlflow.db" and paths.local_storage
+    assert paths.optuna_storage == f"sqlite:///{results}/optuna.db" and paths.cache_dir == results / "cache" / "pretrain"
+    remote = StudyPaths.resolve("s", "results", storage="s3://bucket/ray/", tracking_uri="http://mlflow:5000")
+    assert (remote.storage, remote.experiment_path, remote.local_storage) == ("s3://bucket/ray/", "s3://bucket/ray/s",
+                                                                              False)
+    assert remote.tracking_uri == "http://mlflow:5000" and remote.optuna_storage is None

@@ -19,7 +19,10 @@ def asha_study(tmp_path_factory):
         {"kd.mu": {"type": "uniform", "low": 0.05, "high": 1.0},
          "adapt.lr": {"type": "loguniform", "low": 1e-6, "high": 1e-3}},
         {"sampler": "random", "num_samples": 6, "metric": "target_mAP", "mode": "max", "seed": 3},
-        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2})
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 2},
+        # One trial at a time: ASHA's cut-off at a rung is set by the trials that reached it first, so with two at
+        # once whether any trial is pruned would depend on which of them reports first.
+        resources={"cpus_per_trial": 1, "max_concurrent": 1})
     space.write_text(space.read_text().replace("adapt.cycles: 1", "adapt.cycles: 3"))
     results = tmp / "results"
     run_study(space, results)

@@ -11,9 +11,9 @@ from study.spaces import (
     load_space,
     parse_direction,
     parse_set_args,
-    trial_config,
-    trial_overrides,
 )
+from study.trial import trial_config, trial_overrides
+from tests.tiny_studies import trial_context
 
 REPO = Path(__file__).resolve().parent.parent
 GRID = """
@@ -121,7 +121,7 @@ def test_ablation_has_every_paper_row_once_in_both_directions():
 
     def config(name):
         variant = next(v for v in space.variants if v.name == name)
-        params = {"study": {"preset": space.preset, "fixed": space.fixed},
+        params = {"study": trial_context(preset=space.preset, fixed=space.fixed),
                   "direction": space.directions[0], "variant": {"set": variant.set}}
         return trial_config(params)
 
@@ -158,7 +158,7 @@ def test_smoke_is_tiny_and_its_trials_share_source_training():
     space = load_space("smoke")
     assert 2 <= len(space.trials()) <= 3
     configs = [
-        trial_config({"study": {"preset": space.preset, "fixed": space.fixed},
+        trial_config({"study": trial_context(preset=space.preset, fixed=space.fixed),
                       "direction": space.directions[0], "variant": {"set": v.set}})
         for v in space.variants
     ]
@@ -169,7 +169,7 @@ def test_smoke_is_tiny_and_its_trials_share_source_training():
 
 def test_trial_overrides_apply_fixed_then_direction_then_variant_then_sampled():
     params = {
-        "study": {"preset": "cpu", "fixed": {"kd.mu": 0.2, "ula.eps": 0.5, "data.source": "x"}},
+        "study": trial_context(preset="cpu", fixed={"kd.mu": 0.2, "ula.eps": 0.5, "data.source": "x"}),
         "direction": "synthetic_duke->synthetic_market",
         "variant": {"name": "v", "set": {"kd.mu": 0.7}},
         "ula.eps": 0.9,
@@ -218,7 +218,7 @@ def test_seeds_repeat_every_grid_trial_and_drive_the_config(tmp_path):
     assert len(trials) == len(set(trials)) == 2 * 2 * 2  # directions x variants x seeds
     assert {seed for *_, seed in trials} == {3, 4}
     assert load_space(path, seeds=[0, 1, 2]).seeds == [0, 1, 2]
-    params = {"study": {"preset": space.preset, "fixed": space.fixed}, "direction": space.directions[0],
+    params = {"study": trial_context(preset=space.preset, fixed=space.fixed), "direction": space.directions[0],
               "seed": 4, "variant": {"set": space.variants[0].set}}
     assert trial_config(params).runtime.seed == 4
 

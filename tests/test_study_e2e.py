@@ -1,12 +1,19 @@
-"""End to end: the real CLI on the smoke space (Ray Tune + MLflow + pre-training cache), then a resume."""
+"""End to end: the real CLI on the smoke space (Ray Tune + MLflow + pre-training cache), then a resume; on a
+machine like the one that ran the committed results/smoke/, the same numbers."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
+
+from study.spaces import load_space
 
 REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "results" / "smoke"
 pytestmark = pytest.mark.slow
 
 
@@ -78,3 +85,29 @@ def test_rerun_without_resume_is_refused(smoke_study):
     results, _ = smoke_study
     proc = run_cli("--name", "smoke_e2e", "--results-dir", str(results))
     assert proc.returncode == 2 and "already exists" in proc.stderr
+
+
+def committed_machine() -> tuple[str, int]:
+    """The CPU capability and threads per trial that results/smoke/README.md records for its run."""
+    found = re.search(r"^- CPU capability: (\w+), threads per trial: (\d+)", (COMMITTED / "README.md").read_text(),
+                      re.MULTILINE)
+    assert found, ("results/smoke/README.md has no '- CPU capability: NAME, threads per trial: N' line: add the one "
+                   "of the machine that ran it (torch.backends.cpu.get_cpu_capability())")
+    return found[1], int(found[2])
+
+
+def test_same_seed_gives_the_committed_smoke_numbers(smoke_study):
+    """``python -m study.run --space smoke`` made results/smoke/; the fixture runs the same space and seed."""
+    capability, threads = committed_machine()
+    here = (torch.backends.cpu.get_cpu_capability(), load_space("smoke").resources.cpus_per_trial)
+    if here != (capability, threads):
+        pytest.skip(f"results/smoke/ ran on {capability} kernels with {threads} thread(s) per trial, this machine "
+                    f"has {here[0]} with {here[1]}: other kernels or threads give other numbers for the same seed "
+                    "(results/determinism.md)")
+    results, _ = smoke_study
+    committed = pd.read_csv(COMMITTED / "trials.csv").set_index("variant").sort_index()
+    produced = pd.read_csv(results / "smoke_e2e" / "trials.csv").set_index("variant").sort_index()
+    numbers = [c for c in committed.columns if c in ("cycles", "final_cycle", "best_cycle")
+               or c.startswith(("final_target_", "best_target_"))]
+    assert len(numbers) == 13 and list(produced.index) == list(committed.index) == ["ULA", "ULA+KD(0.5)"]
+    pd.testing.assert_frame_equal(produced[numbers], committed[numbers], check_exact=True)

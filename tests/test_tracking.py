@@ -9,7 +9,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # noqa: E402
 
-from study.tracking import StudyTracker, TrialTracker, default_tracking_uri, git_commit  # noqa: E402
+from study.paths import default_tracking_uri  # noqa: E402
+from study.tracking import StudyTracker, TrialTracker, git_commit  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +148,9 @@ def test_bad_input_messages(tracking_uri, tmp_path):
     trial.start({}, {})
     with pytest.raises(ValueError, match="'cycle' key"):
         trial.log_cycle({"target_mAP": 1.0})
+    with pytest.raises(ValueError, match="'target_mAp' is not declared in reidmodel.cycle_metrics: did you mean "
+                                         "target_mAP"):
+        trial.log_cycle({"cycle": 0, "target_mAp": 1.0})
     with pytest.raises(FileNotFoundError, match="history.csv"):
         trial.log_history(tmp_path / "history.csv")
     with pytest.raises(FileNotFoundError, match="does not exist"):

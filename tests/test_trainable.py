@@ -1,10 +1,13 @@
 """The trainable's decisions without Ray running: tags, labels, how a trial ended, the degenerate-ULA stopper."""
 
-from reidmodel.config import apply_overrides, preset
-from study.spaces import trial_label
-from study.trainable import DegenerateULAStopper, trial_outcome, trial_tags
+import pickle
 
-STUDY = {"name": "abl", "space": "ablation", "preset": "cpu", "fixed": {"adapt.cycles": 3}, "scheduler": "asha"}
+from reidmodel.config import apply_overrides, preset
+from study.trainable import DegenerateULAStopper, TrialOutcome, trial_outcome
+from study.trial import TrialConfigs, trial_label, trial_tags
+from tests.tiny_studies import trial_context
+
+STUDY = trial_context(name="abl", space="ablation", preset="cpu", fixed={"adapt.cycles": 3}, scheduler="asha")
 
 
 def grid_params(**extra):
@@ -31,7 +34,7 @@ def test_outcome_of_a_trial_that_ended_without_error():
 
 
 def test_degenerate_stopper_follows_the_trial_config():
-    stopper = DegenerateULAStopper()
+    stopper = DegenerateULAStopper(TrialConfigs())
     stopping = {"study": STUDY, "direction": "synthetic_duke->synthetic_market", "seed": 0,
                 "variant": {"name": "v", "set": {"adapt.stop_on_degenerate": True}}}
     going_on = {**stopping, "variant": {"name": "w", "set": {"adapt.stop_on_degenerate": False}}}
@@ -39,3 +42,18 @@ def test_degenerate_stopper_follows_the_trial_config():
     assert stopper("t1", {"ula_degenerate": 1, "config": stopping})
     assert not stopper("t2", {"ula_degenerate": 1, "config": going_on})
     assert not stopper.stop_all()
+
+
+def test_stopper_and_callback_share_the_configs_after_a_resume():
+    configs = TrialConfigs()
+    saved = pickle.dumps([DegenerateULAStopper(configs), TrialOutcome("sqlite:///x", "p", "none", configs)])
+    stopper, callback = pickle.loads(saved)
+    assert stopper.configs is callback.configs
+
+
+def test_a_study_saved_before_the_shared_configs_still_resumes():
+    stopper = DegenerateULAStopper.__new__(DegenerateULAStopper)
+    stopper.__setstate__({"_stop_flags": {}})  # what tuner.pkl held for the stopper before
+    params = {"study": STUDY, "direction": "synthetic_duke->synthetic_market", "seed": 0,
+              "variant": {"name": "v", "set": {"adapt.stop_on_degenerate": True}}}
+    assert stopper("t1", {"ula_degenerate": 1, "config": params})

@@ -1,10 +1,13 @@
-"""Tiny search studies on the smoke space's data, run through the real CLIs (shared by the e2e tests)."""
+"""Tiny search studies on the smoke space's data, run through the real CLIs (shared by the e2e tests), and the
+trial context of tests that build a trial's config without Ray."""
 
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from study.trial import TrialContext
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,3 +32,10 @@ def run_study(space: Path, results: Path) -> subprocess.CompletedProcess:
     proc = run_module("study.run", "--space", str(space), "--results-dir", str(results))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def trial_context(**fields) -> dict:
+    """A TrialContext as it travels in a trial's params; the fields a test leaves out are empty or defaults."""
+    empty = {"name": "test", "space": "test", "preset": "cpu", "fixed": {}, "tracking_uri": "", "parent_run_id": "",
+             "cache_dir": "", "cpus_per_trial": 1, "scheduler": "none"}
+    return TrialContext(**{**empty, **fields}).as_param()

@@ -1,0 +1,55 @@
+"""Where one study's files live, resolved once from the CLI and passed to study.run and study.preflight.
+
+Kept free of MLflow and Ray imports (seconds each), so that bad input is still refused in about a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY_DIR = "ray"
+CACHE_DIR = "cache/pretrain"
+OPTUNA_DB = "optuna.db"
+
+
+def default_tracking_uri(results_dir: Path) -> str:
+    """SQLite store beside the other results (MLflow 3 deprecated the plain file store)."""
+    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    name: str
+    results_dir: Path  # absolute: mlflow.db, optuna.db, caches and reports
+    storage: str  # Ray Tune storage: an absolute folder or a URI
+    tracking_uri: str
+    optuna_storage: str | None  # a search's Optuna database; None for a grid
+    cache_dir: Path  # the pre-trained source models the study's trials share
+
+    @classmethod
+    def resolve(cls, name: str, results_dir: str | Path, *, storage: str | None = None,
+                tracking_uri: str | None = None, search: bool = False) -> StudyPaths:
+        """The CLI's values, or their defaults under ``results_dir``; folders made absolute, nothing created."""
+        results_dir = Path(results_dir).expanduser().resolve()
+        storage = storage or str(results_dir / RAY_DIR)
+        if "://" not in storage:
+            storage = str(Path(storage).expanduser().resolve())
+        return cls(
+            name=name,
+            results_dir=results_dir,
+            storage=storage,
+            tracking_uri=tracking_uri or default_tracking_uri(results_dir),
+            optuna_storage=f"sqlite:///{(results_dir / OPTUNA_DB).as_posix()}" if search else None,
+            cache_dir=results_dir / CACHE_DIR,
+        )
+
+    @property
+    def local_storage(self) -> bool:
+        """A folder (checked before Ray starts), not a URI such as s3://."""
+        return "://" not in self.storage
+
+    @property
+    def experiment_path(self) -> str:
+        """Ray Tune's folder of this study (tuner.pkl, one folder per trial)."""
+        return f"{self.storage.rstrip('/')}/{self.name}"
