@@ -11,7 +11,7 @@ stays bounded at MSMT17 scale (82k gallery images).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -107,6 +107,7 @@ def evaluate_rank(
     g_pids,
     q_camids,
     g_camids,
+    *,
     max_rank: int = 50,
     byte_budget: int = _DEFAULT_BYTE_BUDGET,
 ) -> dict:
@@ -129,10 +130,9 @@ def evaluate_rank(
         distmat = distmat.float()
     if distmat.dim() != 2:
         raise ValueError(f"distmat must be a [num_query, num_gallery] matrix, got shape {tuple(distmat.shape)}")
-    num_q, num_g = distmat.shape
-    ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_q, num_g, "distmat rows", "distmat columns")
-    return _evaluate(lambda rows: distmat.index_select(0, rows.to(distmat.device)), num_q, num_g, ids, max_rank,
-                     byte_budget)
+    ids = _check_ids((q_pids, g_pids, q_camids, g_camids), distmat.shape, ("distmat rows", "distmat columns"))
+    return _evaluate(lambda rows: distmat.index_select(0, rows.to(distmat.device)), ids, max_rank=max_rank,
+                     byte_budget=byte_budget)
 
 
 def evaluate_features(
@@ -142,6 +142,7 @@ def evaluate_features(
     g_pids,
     q_camids,
     g_camids,
+    *,
     max_rank: int = 50,
     metric: Literal["euclidean", "cosine"] = "euclidean",
     byte_budget: int = _DEFAULT_BYTE_BUDGET,
@@ -154,14 +155,14 @@ def evaluate_features(
     round a chunk of rows differently from the full product), which only matters for exact ties.
     """
     qf, gf = _check_features(qf, gf)
-    num_q, num_g = len(qf), len(gf)
-    ids = _check_ids(q_pids, g_pids, q_camids, g_camids, num_q, num_g, "query features", "gallery features")
+    ids = _check_ids((q_pids, g_pids, q_camids, g_camids), (len(qf), len(gf)),
+                     ("query features", "gallery features"))
     gallery = prepare_operand(gf, metric)
 
     def rows(indices: torch.Tensor) -> torch.Tensor:
         return pairwise_distances(prepare_operand(qf[indices.to(qf.device)], metric), gallery, metric)
 
-    return _evaluate(rows, num_q, num_g, ids, max_rank, byte_budget)
+    return _evaluate(rows, ids, max_rank=max_rank, byte_budget=byte_budget)
 
 
 def _check_features(qf, gf) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,9 +175,11 @@ def _check_features(qf, gf) -> tuple[torch.Tensor, torch.Tensor]:
     return qf, gf
 
 
-def _check_ids(q_pids, g_pids, q_camids, g_camids, num_q: int, num_g: int, q_name: str, g_name: str):
-    q_pids, g_pids = as_numpy(q_pids).astype(np.int64), as_numpy(g_pids).astype(np.int64)
-    q_camids, g_camids = as_numpy(q_camids).astype(np.int64), as_numpy(g_camids).astype(np.int64)
+def _check_ids(ids: tuple, shape: tuple[int, int], names: tuple[str, str]) -> tuple[np.ndarray, ...]:
+    """(q_pids, g_pids, q_camids, g_camids) as int64 arrays, checked against ``shape`` = (queries, gallery);
+    ``names`` say what the query and gallery sizes come from, for the error message."""
+    q_pids, g_pids, q_camids, g_camids = (as_numpy(values).astype(np.int64) for values in ids)
+    (num_q, num_g), (q_name, g_name) = shape, names
     if q_pids.shape != (num_q,) or q_camids.shape != (num_q,):
         raise ValueError(f"q_pids and q_camids must have length {num_q} ({q_name}), got "
                          f"{q_pids.shape} and {q_camids.shape}")
@@ -188,11 +191,12 @@ def _check_ids(q_pids, g_pids, q_camids, g_camids, num_q: int, num_g: int, q_nam
     return q_pids, g_pids, q_camids, g_camids
 
 
-def _evaluate(rows_of, num_q: int, num_g: int, ids, max_rank: int, byte_budget: int) -> dict:
+def _evaluate(rows_of, ids: tuple[np.ndarray, ...], *, max_rank: int, byte_budget: int) -> dict:
     """Metrics from ``rows_of(query indices) -> [len, G] distances``, over chunks of the valid queries."""
     if max_rank < 1:
         raise ValueError(f"max_rank={max_rank} must be >= 1")
     q_pids, g_pids, q_camids, g_camids = ids
+    num_q, num_g = len(q_pids), len(g_pids)
     pairs = _SamePidPairs(*ids)
     valid = np.flatnonzero(pairs.num_matches > 0)
     if len(valid) == 0:
@@ -204,8 +208,7 @@ def _evaluate(rows_of, num_q: int, num_g: int, ids, max_rank: int, byte_budget: 
     for start in range(0, len(valid), chunk):
         queries = valid[start : start + chunk]
         dist = rows_of(torch.from_numpy(queries))
-        match_rows, match_cols, removed_rows, removed_cols = pairs.chunk(queries)
-        rows, ranks = _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk)
+        rows, ranks = _match_ranks(dist, pairs.chunk(queries), junk)
         # Rows with a non-finite match or a -inf entry are ranked by a stable sort of the row instead,
         # exactly as before; they only appear with diverged features.
         for row in np.setdiff1d(np.arange(len(queries)), rows):
@@ -245,18 +248,51 @@ class _SamePidPairs:
         self.ptr = np.concatenate([[0], np.cumsum(counts)])
         self.num_queries = len(q_pids)
 
-    def chunk(self, queries: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """(row, col) of the matches and of the removed entries, rows local to ``queries`` (ascending)."""
+    def chunk(self, queries: np.ndarray) -> _ChunkPairs:
+        """The pairs of ``queries`` (ascending), rows local to them."""
         span = slice(self.ptr[queries[0]], self.ptr[queries[-1] + 1])
         local = np.full(self.num_queries, -1)
         local[queries] = np.arange(len(queries))
         rows, cols, is_match = local[self.rows[span]], self.cols[span], self.is_match[span]
         inside = rows >= 0
         match, removed = inside & is_match, inside & ~is_match
-        return tuple(torch.from_numpy(a) for a in (rows[match], cols[match], rows[removed], cols[removed]))
+        picked = (rows[match], cols[match], rows[removed], cols[removed])
+        return _ChunkPairs(*(torch.from_numpy(a) for a in picked))
 
 
-def _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk):
+class _ChunkPairs(NamedTuple):
+    """A chunk's (row, col) of the matches and of the entries the protocol removes, rows local to it."""
+
+    match_rows: torch.Tensor
+    match_cols: torch.Tensor
+    removed_rows: torch.Tensor
+    removed_cols: torch.Tensor
+
+
+class _Entries(NamedTuple):
+    """Entries of a chunk's distance rows as NumPy arrays: row, gallery column, distance."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+
+    def select(self, keep: np.ndarray) -> _Entries:
+        return _Entries(self.rows[keep], self.cols[keep], self.values[keep])
+
+
+class _Bins(NamedTuple):
+    """Per row, histogram bins from its smallest distance (``low``) on, ``scale`` bins per distance unit."""
+
+    low: np.ndarray
+    scale: np.ndarray
+
+    def of(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Flat bin (row * _BINS + bin), monotone in the value within a row; for entries and matches alike."""
+        positions = np.clip((values - self.low[rows]) * self.scale[rows], 0, _BINS - 1)
+        return positions.astype(np.int64) + rows * _BINS
+
+
+def _match_ranks(dist, pairs: _ChunkPairs, junk):
     """(row, rank) NumPy arrays for every match of the rows ranked here; ``dist`` is overwritten.
 
     The rank is 1-based among the gallery entries the protocol keeps, ties broken by gallery index.
@@ -267,57 +303,73 @@ def _match_ranks(dist, match_rows, match_cols, removed_rows, removed_cols, junk)
     ranks them last as a sort would; a row with a non-finite match or a -inf entry is left out (the
     caller sorts it).
     """
-    device = dist.device
-    num_rows, num_g = dist.shape
-    match_rows, match_cols = match_rows.numpy(), match_cols.numpy()
-    match_flat = match_rows * num_g + match_cols
-    match_dist = torch.take(dist, torch.from_numpy(match_flat).to(device)).cpu().numpy()
-    high = np.full(num_rows, -np.inf, dtype=match_dist.dtype)
-    np.maximum.at(high, match_rows, match_dist)
-    # Removed entries go past every finite match and so out of every count.
+    matches = _match_entries(dist, pairs)
+    high = np.full(len(dist), -np.inf, dtype=matches.values.dtype)
+    np.maximum.at(high, matches.rows, matches.values)
+    entries = _entries_up_to(dist, high, pairs, junk)
+    bins, finite = _row_bins(entries, high)
+    if not finite.all():
+        entries, matches = entries.select(finite[entries.rows]), matches.select(finite[matches.rows])
+    return _ranks_in_bins(entries, matches, bins, dist.shape[1])
+
+
+def _match_entries(dist, pairs: _ChunkPairs) -> _Entries:
+    """The matches and their distances, read before ``_entries_up_to`` overwrites entries."""
+    rows, cols = pairs.match_rows.numpy(), pairs.match_cols.numpy()
+    flat = torch.from_numpy(rows * dist.shape[1] + cols).to(dist.device)
+    return _Entries(rows, cols, torch.take(dist, flat).cpu().numpy())
+
+
+def _entries_up_to(dist, high: np.ndarray, pairs: _ChunkPairs, junk) -> _Entries:
+    """The entries no farther than their row's ``high`` (row-major, columns ascending): the only ones that
+    can precede a match. Removed entries are set to inf first, past every finite match and every count."""
+    device, num_g = dist.device, dist.shape[1]
     if len(junk):
         dist.index_fill_(1, junk.to(device), torch.inf)
-    dist.view(-1).index_fill_(0, (removed_rows * num_g + removed_cols).to(device), torch.inf)
-    flat = _flat_nonzero(dist <= torch.from_numpy(high).to(device)[:, None])  # row-major, columns ascending
+    dist.view(-1).index_fill_(0, (pairs.removed_rows * num_g + pairs.removed_cols).to(device), torch.inf)
+    flat = _flat_nonzero(dist <= torch.from_numpy(high).to(device)[:, None])
     values = torch.take(dist, flat).cpu().numpy()
     flat = flat.cpu().numpy()
     rows = flat // num_g
-    cols = flat - rows * num_g
-    counts = np.bincount(rows, minlength=num_rows)
-    low = np.full(num_rows, np.inf, dtype=values.dtype)
+    return _Entries(rows, flat - rows * num_g, values)
+
+
+def _row_bins(entries: _Entries, high: np.ndarray) -> tuple[_Bins, np.ndarray]:
+    """Each row's bins between its smallest picked distance and ``high``, and whether both ends are finite
+    (a row that is not must be sorted instead)."""
+    num_rows, dtype = len(high), entries.values.dtype
+    counts = np.bincount(entries.rows, minlength=num_rows)
+    low = np.full(num_rows, np.inf, dtype=dtype)
     picked = counts > 0  # the row's smallest distance is always picked, unless the row is left out
-    low[picked] = np.minimum.reduceat(values, (np.cumsum(counts) - counts)[picked])
+    low[picked] = np.minimum.reduceat(entries.values, (np.cumsum(counts) - counts)[picked])
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         span = high - low
         finite = np.isfinite(low) & np.isfinite(high) & np.isfinite(span)
-        if not finite.all():
-            keep, keep_match = finite[rows], finite[match_rows]
-            rows, cols, values = rows[keep], cols[keep], values[keep]
-            match_rows, match_flat, match_dist = match_rows[keep_match], match_flat[keep_match], match_dist[keep_match]
-        scale = np.minimum((_BINS - 1) / np.where(finite, span, 1), _MAX_SCALE).astype(values.dtype)
-    low = np.where(finite, low, 0).astype(values.dtype)
+        scale = np.minimum((_BINS - 1) / np.where(finite, span, 1), _MAX_SCALE).astype(dtype)
+    return _Bins(np.where(finite, low, 0).astype(dtype), scale), finite
 
-    def bin_of(rows, values):  # monotone in the value within a row; one formula for entries and matches
-        positions = np.clip((values - low[rows]) * scale[rows], 0, _BINS - 1)
-        return positions.astype(np.int64) + rows * _BINS
 
-    bins = bin_of(rows, values)
-    below = np.cumsum(np.bincount(bins, minlength=num_rows * _BINS))  # entries up to each flat bin, inclusive
+def _ranks_in_bins(entries: _Entries, matches: _Entries, bins: _Bins, num_g: int) -> tuple[np.ndarray, ...]:
+    """(row, rank) of the matches: entries in lower bins are counted, those sharing a match's bin ordered."""
+    num_rows = len(bins.low)
+    flat_bins = bins.of(entries.rows, entries.values)
+    # Entries up to each flat bin, inclusive.
+    below = np.cumsum(np.bincount(flat_bins, minlength=num_rows * _BINS))
     shares_bin = np.zeros(num_rows * _BINS, dtype=bool)
-    shares_bin[bin_of(match_rows, match_dist)] = True
-    tied = np.flatnonzero(shares_bin[bins])
-    rows, cols, values, bins = rows[tied], cols[tied], values[tied], bins[tied]
-    order = np.lexsort((cols, values, rows))  # by row, distance, gallery index
-    rows, cols, bins = rows[order], cols[order], bins[order]
+    shares_bin[bins.of(matches.rows, matches.values)] = True
+    tied = np.flatnonzero(shares_bin[flat_bins])
+    entries, flat_bins = entries.select(tied), flat_bins[tied]
+    order = np.lexsort((entries.cols, entries.values, entries.rows))  # by row, distance, gallery index
+    rows, cols, flat_bins = entries.rows[order], entries.cols[order], flat_bins[order]
     position = np.arange(len(rows))
     starts = np.ones(len(rows), dtype=bool)
-    starts[1:] = bins[1:] != bins[:-1]  # a bin index holds its row
+    starts[1:] = flat_bins[1:] != flat_bins[:-1]  # a bin index holds its row
     group_start = np.maximum.accumulate(np.where(starts, position, 0))
-    is_match = np.isin(rows * num_g + cols, match_flat)
+    is_match = np.isin(rows * num_g + cols, matches.rows * num_g + matches.cols)
     # Entries in the row's lower bins (the flat counts before this bin, less those before the row) + the
     # entries before this one in its own bin + itself.
-    before_bin = below[bins - 1] - np.where(rows > 0, below[rows * _BINS - 1], 0)
-    before_bin = np.where(bins % _BINS > 0, before_bin, 0)
+    before_bin = below[flat_bins - 1] - np.where(rows > 0, below[rows * _BINS - 1], 0)
+    before_bin = np.where(flat_bins % _BINS > 0, before_bin, 0)
     ranks = before_bin + (position - group_start) + 1
     return rows[is_match], ranks[is_match]
 

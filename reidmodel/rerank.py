@@ -124,7 +124,46 @@ class _MatrixDistances(_Distances):
         return np.asarray(self.entries(rows, cols), dtype=np.float32)
 
 
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+class _StackedSquares:
+    """The squared entries of the (Q + G) square [[q_q, q_g], [q_g.T, g_g]], read from its three parts,
+    so that re-ranking never stacks them into one matrix."""
+
+    def __init__(self, q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray):
+        self.q_g, self.q_q, self.g_g = q_g_dist, q_q_dist, g_g_dist
+        self.num_q = q_g_dist.shape[0]
+        self.num = self.num_q + q_g_dist.shape[1]
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop, squared in float32."""
+        num_q, parts = self.num_q, []
+        if start < num_q:
+            top = slice(start, min(stop, num_q))
+            parts.append(np.concatenate([self.q_q[top], self.q_g[top]], axis=1))
+        if stop > num_q:
+            bottom = slice(max(start, num_q) - num_q, stop - num_q)
+            parts.append(np.concatenate([self.q_g[:, bottom].T, self.g_g[bottom]], axis=1))
+        return np.concatenate(parts).astype(np.float32) ** 2
+
+    def entries(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The (row, col) entries, squared in float32."""
+        num_q = self.num_q
+        out = np.empty(len(rows), dtype=np.float32)
+        for in_q_rows in (True, False):
+            for in_q_cols in (True, False):
+                pick = ((rows < num_q) == in_q_rows) & ((cols < num_q) == in_q_cols)
+                r = rows[pick] - (0 if in_q_rows else num_q)
+                c = cols[pick] - (0 if in_q_cols else num_q)
+                if in_q_rows:
+                    values = self.q_q[r, c] if in_q_cols else self.q_g[r, c]
+                else:
+                    values = self.q_g[c, r] if in_q_cols else self.g_g[r, c]
+                out[pick] = np.asarray(values).astype(np.float32) ** 2
+        return out
+
+
+def re_ranking(
+    q_g_dist, q_q_dist, g_g_dist, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
     """Re-ranked [Q, G] distance: (1 - lambda) * Jaccard + lambda * original.
 
     As in the paper's code, the original distances are squared and divided by their row maximum,
@@ -139,38 +178,14 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
             f"q_g_dist [{num_q}, {num_g}], got {q_q_dist.shape} and {g_g_dist.shape}"
         )
     _check_lambda(lambda_value)
-
-    def raw_rows(start, stop):  # rows of [[q_q, q_g], [q_g.T, g_g]], squared in float32
-        parts = []
-        if start < num_q:
-            top = slice(start, min(stop, num_q))
-            parts.append(np.concatenate([q_q_dist[top], q_g_dist[top]], axis=1))
-        if stop > num_q:
-            bottom = slice(max(start, num_q) - num_q, stop - num_q)
-            parts.append(np.concatenate([q_g_dist[:, bottom].T, g_g_dist[bottom]], axis=1))
-        return np.concatenate(parts).astype(np.float32) ** 2
-
-    def raw_entries(rows, cols):
-        out = np.empty(len(rows), dtype=np.float32)
-        for in_q_rows in (True, False):
-            for in_q_cols in (True, False):
-                pick = ((rows < num_q) == in_q_rows) & ((cols < num_q) == in_q_cols)
-                r = rows[pick] - (0 if in_q_rows else num_q)
-                c = cols[pick] - (0 if in_q_cols else num_q)
-                if in_q_rows:
-                    values = q_q_dist[r, c] if in_q_cols else q_g_dist[r, c]
-                else:
-                    values = q_g_dist[c, r] if in_q_cols else g_g_dist[r, c]
-                out[pick] = np.asarray(values).astype(np.float32) ** 2
-        return out
-
-    num = num_q + num_g
-    scale = np.concatenate([raw_rows(s, s + _ROW_CHUNK).max(axis=1) for s in range(0, num, _ROW_CHUNK)])
+    stacked = _StackedSquares(q_g_dist, q_q_dist, g_g_dist)
+    num = stacked.num
+    scale = np.concatenate([stacked.rows(s, s + _ROW_CHUNK).max(axis=1) for s in range(0, num, _ROW_CHUNK)])
     scale = np.where(scale > 0, scale, np.float32(1)).astype(np.float32)
     source = _MatrixDistances(
         num,
-        lambda start, stop: raw_rows(start, stop) / scale[start:stop, None],
-        lambda rows, cols: raw_entries(rows, cols) / scale[rows],
+        lambda start, stop: stacked.rows(start, stop) / scale[start:stop, None],
+        lambda rows, cols: stacked.entries(rows, cols) / scale[rows],
     )
     encodings = KReciprocalEncoding.build(source, k1, k2)
     original = q_g_dist.astype(np.float32) ** 2 / scale[:num_q, None]
@@ -178,7 +193,7 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
 
 
 def re_ranking_features(
-    qf, gf, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+    qf, gf, *, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
     metric: Literal["euclidean", "cosine"] = "euclidean",
 ) -> np.ndarray:
     """``re_ranking`` of the ``metric`` distances among query and gallery features, in bounded memory.

@@ -57,6 +57,19 @@ def label_adaptation(
     purity, NMI); the labels never depend on it. eps_mode=quantile uses the eps_quantile quantile of
     the pairwise distances (MMT instead averages the distances below such a quantile).
     """
+    features, true_ids = _checked_inputs(features, num_classes, true_ids)
+    unit_features = normalize(features)
+    cluster_ids, eps, intra_sums = _cluster(unit_features if cfg.normalize else features, cfg)
+    base_clusters = _largest_clusters(cluster_ids, intra_sums, num_classes)
+    pseudo_labels, templates = _assign_labels(cluster_ids, base_clusters, unit_features, cfg.similarity_threshold)
+    diagnostics = _diagnostics(cfg, cluster_ids, pseudo_labels, num_base=len(base_clusters),
+                               num_classes=num_classes, eps=eps, true_ids=true_ids)
+    _log(diagnostics)
+    return ULAResult(pseudo_labels=pseudo_labels, templates=templates, diagnostics=diagnostics)
+
+
+def _checked_inputs(features, num_classes: int, true_ids) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 features and NumPy true ids, or a one-line error naming what is wrong with them."""
     features = as_numpy(features).astype(np.float32, copy=False)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"ULA needs [N, D] features with N >= 2 samples, got shape {features.shape}")
@@ -64,45 +77,49 @@ def label_adaptation(
         raise ValueError("ULA features contain NaN or inf: the model diverged, lower the learning rate")
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be >= 1: set ula.num_classes or ula.class_ratio")
-    num_samples = len(features)
     if true_ids is not None:
         true_ids = as_numpy(true_ids)
-        if true_ids.shape != (num_samples,):
-            raise ValueError(f"true_ids must have one id per feature ({num_samples}), got shape {true_ids.shape}")
+        if true_ids.shape != (len(features),):
+            raise ValueError(f"true_ids must have one id per feature ({len(features)}), got shape {true_ids.shape}")
+    return features, true_ids
 
-    unit_features = normalize(features)
-    clustered = unit_features if cfg.normalize else features
+
+def _cluster(features: np.ndarray, cfg: ULAConfig) -> tuple[np.ndarray, float, Callable]:
+    """DBSCAN cluster ids (-1 noise), the eps used, and the intra-cluster distance sums of that distance."""
     if cfg.distance == "jaccard":
-        graph, eps, distances = _jaccard_neighbourhoods(clustered, cfg)
+        graph, eps, intra_sums = _jaccard_neighbourhoods(features, cfg)
     else:
-        graph, eps, distances = _euclidean_neighbourhoods(clustered, cfg)
+        graph, eps, intra_sums = _euclidean_neighbourhoods(features, cfg)
     if eps <= 0:
         raise ValueError(
             f"eps={eps} derived from ula.eps_quantile={cfg.eps_quantile} is not positive (many duplicate "
             "features): raise ula.eps_quantile or use ula.eps_mode=fixed"
         )
+    num_samples = len(features)
     if graph is None:  # eps reaches every pair: one cluster of all samples, or all noise
         cluster_ids = np.full(num_samples, 0 if num_samples >= cfg.min_samples else -1, dtype=np.int64)
     else:
         cluster_ids = DBSCAN(eps=eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(graph)
+    return cluster_ids, eps, intra_sums
 
-    base_clusters = _largest_clusters(cluster_ids, distances, num_classes)
-    pseudo_labels = np.full(num_samples, UNLABELLED, dtype=np.int64)
+
+def _assign_labels(cluster_ids: np.ndarray, base_clusters: list[int], unit_features: np.ndarray,
+                   threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pseudo labels and templates: base cluster i is class i, and every other sample joins the template
+    it is most similar to when the cosine similarity clears ``threshold``."""
+    pseudo_labels = np.full(len(cluster_ids), UNLABELLED, dtype=np.int64)
     for label, cluster in enumerate(base_clusters):
         pseudo_labels[cluster_ids == cluster] = label
-    templates = np.zeros((len(base_clusters), features.shape[1]), dtype=np.float32)
+    templates = np.zeros((len(base_clusters), unit_features.shape[1]), dtype=np.float32)
     if len(base_clusters):
         np.add.at(templates, pseudo_labels[pseudo_labels >= 0], unit_features[pseudo_labels >= 0])
         templates = normalize(templates).astype(np.float32)
         others = np.flatnonzero(pseudo_labels == UNLABELLED)
         similarity = unit_features[others] @ templates.T
         best = similarity.argmax(axis=1)
-        accepted = similarity[np.arange(len(others)), best] > cfg.similarity_threshold
+        accepted = similarity[np.arange(len(others)), best] > threshold
         pseudo_labels[others[accepted]] = best[accepted]
-
-    diagnostics = _diagnostics(cfg, cluster_ids, pseudo_labels, len(base_clusters), num_classes, eps, true_ids)
-    _log(diagnostics)
-    return ULAResult(pseudo_labels=pseudo_labels, templates=templates, diagnostics=diagnostics)
+    return pseudo_labels, templates
 
 
 # Rows of the distance matrix computed at once while neighbourhoods are collected (float32, as many bytes).
@@ -133,17 +150,31 @@ def _jaccard_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
 
 
 def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
-    """The pairs within eps of the Euclidean distance (sparse), eps, and a block function.
+    """The pairs within eps of the Euclidean distance (sparse), eps, and a block function."""
+    num = len(features)
+    num_pairs = num * (num - 1) // 2
+    if cfg.eps_mode == "fixed":
+        eps = cfg.eps
+        rows, cols, values = _close_pairs(features, limit=eps)
+    else:
+        # np.quantile interpolates between the order statistics floor(v) and floor(v) + 1, v = q (n - 1).
+        needed = min(num_pairs, int(np.floor(cfg.eps_quantile * (num_pairs - 1))) + 2)
+        rows, cols, values = _close_pairs(features, smallest=needed)
+        eps = _pair_quantile(np.sort(values), num_pairs, cfg.eps_quantile)
+        within = values <= eps
+        rows, cols, values = rows[within], cols[within], values[within]
+    return _symmetric_graph(rows, cols, values, num), eps, _euclidean_intra_sums(features)
 
-    Blocks of rows are compared with the rows after them only (each pair once). For eps_mode=quantile
-    the running smallest distances are kept, enough to read the quantile exactly at the end.
+
+def _close_pairs(features: np.ndarray, *, limit: float = np.inf, smallest: int | None = None):
+    """(rows, cols, distances) of the pairs i < j at most ``limit`` apart or, with ``smallest``, of the
+    ``smallest`` nearest pairs and their ties: enough to read a quantile of all pairs exactly.
+
+    Blocks of rows are compared with the rows after them only (each pair once); the running smallest
+    distances are all that is kept while the blocks stream by.
     """
     operand = prepare_operand(torch.from_numpy(features), "euclidean")
     num = len(features)
-    num_pairs = num * (num - 1) // 2
-    # np.quantile interpolates between the order statistics floor(v) and floor(v) + 1, v = q (n - 1).
-    needed = None if cfg.eps_mode == "fixed" else min(num_pairs, int(np.floor(cfg.eps_quantile * (num_pairs - 1))) + 2)
-    limit = cfg.eps if needed is None else np.inf
     rows, cols, values = [], [], []
     kept = 0
     step = max(1, _BLOCK_BYTES // (4 * num))
@@ -153,11 +184,11 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
             (operand[0][start:stop], operand[1][start:stop]), (operand[0][start:], operand[1][start:]), "euclidean"
         ).numpy()
         block[:, : stop - start][np.tri(stop - start, dtype=bool)] = np.inf  # the pair (i, j) once, i < j
-        if needed is not None:
+        if smallest is not None:
             candidates = block.ravel() if limit == np.inf else block[block <= limit]
-            if kept + len(candidates) > needed:
-                # Keep the `needed` smallest so far (and ties): nothing beyond can reach the quantile.
-                limit = float(np.partition(np.concatenate(values + [candidates]), needed - 1)[needed - 1])
+            if kept + len(candidates) > smallest:
+                # Keep the `smallest` so far (and ties): nothing beyond can reach the quantile.
+                limit = float(np.partition(np.concatenate(values + [candidates]), smallest - 1)[smallest - 1])
                 for i, part in enumerate(values):
                     within = part <= limit
                     rows[i], cols[i], values[i] = rows[i][within], cols[i][within], part[within]
@@ -169,13 +200,11 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
         cols.append((flat % width + start).astype(np.int32))
         values.append(found)
         kept = sum(len(v) for v in values)
-    rows, cols, values = (np.concatenate(a) for a in (rows, cols, values))
-    if needed is None:
-        eps = cfg.eps
-    else:
-        eps = _pair_quantile(np.sort(values), num_pairs, cfg.eps_quantile)
-        within = values <= eps
-        rows, cols, values = rows[within], cols[within], values[within]
+    return tuple(np.concatenate(a) for a in (rows, cols, values))
+
+
+def _euclidean_intra_sums(features: np.ndarray) -> Callable:
+    """``intra_sums(member lists)`` for ``_largest_clusters``: each cluster's summed pairwise distances."""
 
     def distances(members: np.ndarray, columns: np.ndarray) -> np.ndarray:
         return compute_distance_matrix(torch.from_numpy(features[members]), torch.from_numpy(features[columns])).numpy()
@@ -201,7 +230,7 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
                     sums[i] = total
         return sums
 
-    return _symmetric_graph(rows, cols, values, num), eps, intra_sums
+    return intra_sums
 
 
 def _block_sum(distances: Callable, members: np.ndarray):
@@ -274,6 +303,7 @@ def _diagnostics(
     cfg: ULAConfig,
     cluster_ids: np.ndarray,
     pseudo_labels: np.ndarray,
+    *,
     num_base: int,
     num_classes: int,
     eps: float,

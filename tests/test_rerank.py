@@ -85,7 +85,8 @@ def test_re_ranking_ties_equal_slow_reference():
     upper = np.triu(rng.integers(1, 4, size=(n, n)), 1).astype(np.float64)
     full = upper + upper.T  # integer distances, many ties, zero diagonal
     q_idx, g_idx = np.arange(6), np.arange(6, n)
-    fast = re_ranking(full[np.ix_(q_idx, g_idx)], full[np.ix_(q_idx, q_idx)], full[np.ix_(g_idx, g_idx)], 5, 3)
+    fast = re_ranking(full[np.ix_(q_idx, g_idx)], full[np.ix_(q_idx, q_idx)], full[np.ix_(g_idx, g_idx)],
+                      k1=5, k2=3)
     slow = _slow_re_ranking(full[np.ix_(q_idx, g_idx)], full[np.ix_(q_idx, q_idx)], full[np.ix_(g_idx, g_idx)],
                             5, 3, 0.3)
     np.testing.assert_allclose(fast, slow, atol=1e-5)
@@ -114,7 +115,8 @@ def test_re_ranking_accepts_tensors():
     x, _ = _blobs(seed=2)
     d = _cdist(x, x)
     np.testing.assert_allclose(
-        re_ranking(torch.from_numpy(d), torch.from_numpy(d), torch.from_numpy(d), 6, 3), re_ranking(d, d, d, 6, 3)
+        re_ranking(torch.from_numpy(d), torch.from_numpy(d), torch.from_numpy(d), k1=6, k2=3),
+        re_ranking(d, d, d, k1=6, k2=3),
     )
 
 
