@@ -65,6 +65,7 @@ class ImageDataset(Dataset):
 def build_train_loader(
     records: Sequence[ImageRecord],
     cfg: DataConfig,
+    *,
     labels: Sequence[int] | None = None,
     seed: int = 0,
     images: torch.Tensor | None = None,
@@ -80,6 +81,7 @@ def build_train_loader(
 def build_test_loader(
     records: Sequence[ImageRecord],
     cfg: DataConfig,
+    *,
     images: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> DataLoader:
@@ -94,6 +96,7 @@ def _loader(
     dataset: ImageDataset,
     cfg: DataConfig,
     batch_size: int,
+    *,
     sampler: IdentitySampler | None,
     drop_last: bool,
     seed: int,

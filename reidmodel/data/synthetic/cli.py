@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preview", type=Path, help="also write a contact sheet PNG here")
     args = parser.parse_args(argv)
     try:
-        out = generate_benchmark(args.out, args.ids, args.seed, args.height, args.width)
+        out = generate_benchmark(args.out, num_ids=args.ids, seed=args.seed, height=args.height, width=args.width)
     except (ValueError, FileExistsError) as exc:
         parser.error(str(exc))
     for style in DEFAULT_STYLES:

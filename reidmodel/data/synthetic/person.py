@@ -50,7 +50,7 @@ class Pose:
         return (self.cx - self.head_w / 2, self.top, self.cx + self.head_w / 2, self.top + 0.135 * self.u)
 
 
-def make_pose(person: Identity, view: str, size: tuple[int, int], rng: np.random.Generator,
+def make_pose(person: Identity, view: str, size: tuple[int, int], rng: np.random.Generator, *,
               scale: float, dx: float, dy: float) -> Pose:
     """The person's proportions placed on the canvas; stride and arm swing are the only random draws."""
     width, height = size
@@ -75,7 +75,7 @@ def make_pose(person: Identity, view: str, size: tuple[int, int], rng: np.random
     )
 
 
-def _limb(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, width: float, colour: tuple[int, int, int],
+def _limb(draw: ImageDraw.ImageDraw, p0: Point, p1: Point, width: float, colour: tuple[int, int, int], *,
           t0: float = 0.0, t1: float = 1.0) -> None:
     """The part [t0, t1] of a limb running from p0 to p1, drawn as a quad of the given width."""
     (x0, y0), (x1, y1) = p0, p1
@@ -128,7 +128,7 @@ def _draw_legs(draw: ImageDraw.ImageDraw, person: Identity, pose: Pose) -> None:
     for p0, p1 in legs:
         _limb(draw, p0, p1, leg_w, person.skin)
         if lower_end > 0:
-            _limb(draw, p0, p1, leg_w * 1.08, person.lower_colour, 0.0, lower_end)
+            _limb(draw, p0, p1, leg_w * 1.08, person.lower_colour, t1=lower_end)
         foot_dx = 0.035 * u if pose.side else 0.0
         draw.ellipse((p1[0] - leg_w * 0.65, foot_y - 0.02 * u, p1[0] + leg_w * 0.65 + foot_dx,
                       pose.top + u), fill=person.shoe_colour)
@@ -185,7 +185,7 @@ def _draw_arms(draw: ImageDraw.ImageDraw, person: Identity, pose: Pose) -> list[
     sleeve = person.upper_colour if person.long_sleeves or person.coat else person.skin
     for shoulder, hand in arms:
         _limb(draw, shoulder, hand, arm_w, person.skin)
-        _limb(draw, shoulder, hand, arm_w * 1.05, person.upper_colour, 0.0, 0.92 if sleeve != person.skin else 0.4)
+        _limb(draw, shoulder, hand, arm_w * 1.05, person.upper_colour, t1=0.92 if sleeve != person.skin else 0.4)
     return [hand for _, hand in arms]
 
 
@@ -216,10 +216,10 @@ def _draw_head(draw: ImageDraw.ImageDraw, person: Identity, pose: Pose) -> None:
         draw.chord((x0, y0, x1, y0 + 0.09 * u), 180, 360, fill=person.hair_colour)
 
 
-def draw_person(person: Identity, view: str, size: tuple[int, int], rng: np.random.Generator,
+def draw_person(person: Identity, view: str, size: tuple[int, int], rng: np.random.Generator, *,
                 scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> Image.Image:
     """An RGBA layer with the person in the given view; the side view faces right."""
-    pose = make_pose(person, view, size, rng, scale, dx, dy)
+    pose = make_pose(person, view, size, rng, scale=scale, dx=dx, dy=dy)
     layer = Image.new("RGBA", size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     _draw_behind_body(draw, person, pose)

@@ -56,7 +56,10 @@ def _scene(style: DomainStyle, rng: np.random.Generator, height: int, width: int
     return scene
 
 
-def make_camera(style: DomainStyle, seed: int, domain_index: int, index: int, height: int, width: int) -> Camera:
+def make_camera(style: DomainStyle, seed: int, domain_index: int, index: int, *,
+                height: int, width: int) -> Camera:
+    """Camera ``index`` of a domain from its own random stream (the same whatever else is drawn); its scene
+    is twice the crop size, for the crops cut from it."""
     rng = rng_for(seed, domain_index, KEY_CAMERA, index)
     return Camera(
         index=index,
@@ -69,7 +72,7 @@ def make_camera(style: DomainStyle, seed: int, domain_index: int, index: int, he
     )
 
 
-def _finish(image: Image.Image, style: DomainStyle, camera: Camera, rng: np.random.Generator,
+def _finish(image: Image.Image, style: DomainStyle, camera: Camera, rng: np.random.Generator, *,
             height: int, width: int) -> Image.Image:
     """Downsample, then apply the domain's optics and sensor: resolution, blur, exposure, cast, noise."""
     image = image.resize((width, height), Image.LANCZOS)
@@ -87,7 +90,7 @@ def _finish(image: Image.Image, style: DomainStyle, camera: Camera, rng: np.rand
     return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
 
 
-def render_image(style: DomainStyle, camera: Camera, person: Identity, rng: np.random.Generator,
+def render_image(style: DomainStyle, camera: Camera, person: Identity, rng: np.random.Generator, *,
                  height: int, width: int, junk: bool = False) -> Image.Image:
     """One detection crop; junk crops keep the person mostly out of frame, like a failed detection."""
     canvas_w, canvas_h = 2 * width, 2 * height
@@ -99,14 +102,14 @@ def render_image(style: DomainStyle, camera: Camera, person: Identity, rng: np.r
     dy = rng.uniform(-style.offset_jitter, style.offset_jitter) / 2
     if junk:
         dx = float(rng.choice((-1, 1))) * rng.uniform(0.45, 0.65)
-    layer = draw_person(person, view, (canvas_w, canvas_h), rng, scale, dx, dy)
+    layer = draw_person(person, view, (canvas_w, canvas_h), rng, scale=scale, dx=dx, dy=dy)
     if view == "side" and rng.random() < 0.5:
         layer = ImageOps.mirror(layer)
     frame.alpha_composite(layer)
     frame = frame.convert("RGB")
     if not junk and rng.random() < style.occlusion_prob:
         frame = _occlude(frame, style, camera, rng)
-    return _finish(frame, style, camera, rng, height, width)
+    return _finish(frame, style, camera, rng, height=height, width=width)
 
 
 def _occlude(frame: Image.Image, style: DomainStyle, camera: Camera, rng: np.random.Generator) -> Image.Image:

@@ -52,7 +52,7 @@ def _save(image: Image.Image, path: Path) -> None:
     image.save(path, format="JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False, subsampling=0)
 
 
-def generate_domain(out: Path, style: DomainStyle, domain_index: int, num_ids: int, seed: int,
+def generate_domain(out: Path, style: DomainStyle, domain_index: int, *, num_ids: int, seed: int,
                     height: int, width: int) -> Path:
     """Write one domain as <out>/<style.name>/{bounding_box_train,query,bounding_box_test}."""
     root = Path(out) / style.name
@@ -61,7 +61,8 @@ def generate_domain(out: Path, style: DomainStyle, domain_index: int, num_ids: i
     folders = {split: root / split for split in SPLITS}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    cameras = [make_camera(style, seed, domain_index, c, height, width) for c in range(1, style.num_cameras + 1)]
+    cameras = [make_camera(style, seed, domain_index, c, height=height, width=width)
+               for c in range(1, style.num_cameras + 1)]
 
     pids = rng_for(seed, domain_index, KEY_SPLIT).permutation(2 * num_ids) + 1
     test_ids = set(int(p) for p in pids[num_ids:])
@@ -79,8 +80,8 @@ def generate_domain(out: Path, style: DomainStyle, domain_index: int, num_ids: i
         for cam, frame, k in sightings:
             split = "bounding_box_train" if pid not in test_ids else "query" if (cam, frame, k) in query \
                 else "bounding_box_test"
-            image = render_image(style, cameras[cam - 1], person, rng_for(seed, domain_index, KEY_IMAGE, pid + 1,
-                                 cam, k), height, width)
+            rng = rng_for(seed, domain_index, KEY_IMAGE, pid + 1, cam, k)
+            image = render_image(style, cameras[cam - 1], person, rng, height=height, width=width)
             _save(image, folders[split] / _file_name(pid, cam, frame, k))
 
     # Distractors (pid 0000, strangers never seen twice) and junk (pid -1, failed detections) in the gallery.
@@ -92,7 +93,7 @@ def generate_domain(out: Path, style: DomainStyle, domain_index: int, num_ids: i
             stranger = sample_identity(style, rng_for(seed, domain_index, KEY_STRANGER, pid + 1, cam, k))
             rng = rng_for(seed, domain_index, KEY_IMAGE, pid + 1, cam, k)
             frame = int(rng.integers(0, 999_999))
-            image = render_image(style, cameras[cam - 1], stranger, rng, height, width, junk=junk)
+            image = render_image(style, cameras[cam - 1], stranger, rng, height=height, width=width, junk=junk)
             _save(image, folders["bounding_box_test"] / _file_name(pid, cam, frame, k))
     return root
 
@@ -106,13 +107,13 @@ def _check_arguments(num_ids: int, seed: int, height: int, width: int) -> None:
         raise ValueError(f"image size {height}x{width} is too small: use height >= 16 and width >= 8")
 
 
-def generate_benchmark(out: Path, num_ids: int = 120, seed: int = 0, height: int = 128, width: int = 64,
+def generate_benchmark(out: Path, *, num_ids: int = 120, seed: int = 0, height: int = 128, width: int = 64,
                        styles: Sequence[DomainStyle] = DEFAULT_STYLES) -> Path:
     """Write every domain of the benchmark under out; returns out."""
     _check_arguments(num_ids, seed, height, width)
     out = Path(out)
     for domain_index, style in enumerate(styles):
-        generate_domain(out, style, domain_index, num_ids, seed, height, width)
+        generate_domain(out, style, domain_index, num_ids=num_ids, seed=seed, height=height, width=width)
     return out
 
 
@@ -123,7 +124,7 @@ def benchmark_folder_name(num_ids: int, seed: int, height: int, width: int,
     return f"v{FORMAT_VERSION}_ids{num_ids}_seed{seed}_{height}x{width}_{digest}"
 
 
-def ensure_synthetic(cache_dir: str | Path, num_ids: int = 120, seed: int = 0, height: int = 128,
+def ensure_synthetic(cache_dir: str | Path, *, num_ids: int = 120, seed: int = 0, height: int = 128,
                      width: int = 64, styles: Sequence[DomainStyle] = DEFAULT_STYLES) -> Path:
     """Generate once into a temporary folder and rename it into place, so readers never see half a benchmark."""
     _check_arguments(num_ids, seed, height, width)
@@ -136,7 +137,7 @@ def ensure_synthetic(cache_dir: str | Path, num_ids: int = 120, seed: int = 0, h
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=cache_dir))
     try:
-        generate_benchmark(staging, num_ids, seed, height, width, styles)
+        generate_benchmark(staging, num_ids=num_ids, seed=seed, height=height, width=width, styles=styles)
         (staging / COMPLETE_MARKER).write_text(f"{final.name}\n")
         try:
             os.replace(staging, final)
