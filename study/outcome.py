@@ -107,7 +107,8 @@ def publish_report(study_name: str, results_dir: Path, tracking_uri: str, optuna
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        readme = write_report(study_name, results_dir, tracking_uri, optuna_storage, out=staging)
+        readme = write_report(study_name, results_dir, tracking_uri, optuna_storage=optuna_storage,
+                              out=staging)
         if not finished:
             _mark_partial(readme, parent, target.name)
         swap_in(staging, target)

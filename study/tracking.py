@@ -158,7 +158,7 @@ def find_experiment_id(client: MlflowClient, study_name: str, tracking_uri: str,
     return client.create_experiment(study_name, artifact_location=artifact_root(tracking_uri))
 
 
-def close_trial_run(tracking_uri: str, parent_run_id: str, trial_id: str, status: str, tags: dict,
+def close_trial_run(tracking_uri: str, parent_run_id: str, trial_id: str, *, status: str, tags: dict,
                     only_running: bool = False) -> bool:
     """Set the status (and why-tags) of the child run of Ray trial ``trial_id``; False when there is none
     (a trial that failed before opening its run) or, with ``only_running``, when it is already closed."""

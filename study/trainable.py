@@ -147,12 +147,12 @@ class TrialOutcome(_SharesConfigs, tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         config = self.configs.get(trial.trial_id, trial.config)
         status, tags = trial_outcome(config, trial.last_result or {}, self.scheduler)
-        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status, tags)
+        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status=status, tags=tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         # The trial closes its own run as FAILED with its message; this catches a process that died.
-        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, "FAILED",
-                        {"error": f"the trial process died: see {trial.error_file or 'the Ray log'}"},
+        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status="FAILED",
+                        tags={"error": f"the trial process died: see {trial.error_file or 'the Ray log'}"},
                         only_running=True)
 
 
