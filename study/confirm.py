@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}\n"
-                              + yaml.safe_dump(space, sort_keys=False))
+                              + yaml.dump(space, Dumper=_PlainDumper, sort_keys=False))
     elif not space_file.is_file():
         print(f"error: --resume: no confirmation space {space_file}: drop --resume to start it", file=sys.stderr)
         return 2
@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     run_args += ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
     run_args += ["--address", args.address] if args.address else []
     return run_main(run_args)
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a list that two variants share out in full each time: a reader should not meet &id001 anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str) -> dict[str, Any]:

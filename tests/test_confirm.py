@@ -53,7 +53,8 @@ def test_confirmation_report_has_the_table_and_the_goal(confirmed):
     text = (confirmed / "tiny_search-confirm" / "README.md").read_text()
     assert "Confirmation of tiny_search on fresh seeds" in text
     assert "The searched setting beats the paper default (by more than 10 mAP)" in text
-    assert (confirmed / "spaces" / "tiny_search-confirm.yaml").is_file()
+    written = (confirmed / "spaces" / "tiny_search-confirm.yaml").read_text()
+    assert "model.attention:\n    - conv3" in written and "&id" not in written and "*id" not in written
 
 
 def test_a_grid_study_cannot_be_confirmed(confirmed):
