@@ -383,6 +383,11 @@ def plot_cycles(cycles: pd.DataFrame, trials: pd.DataFrame, keys: dict[str, str]
     figure.savefig(path, dpi=110)
 
 
+def running_best(values: pd.Series, finished: pd.Series) -> pd.Series:
+    """The best value among the finished trials so far, carried across the trials stopped early."""
+    return values.where(finished).cummax().ffill()
+
+
 def plot_history(trials: pd.DataFrame, path: Path) -> None:
     """A search's course: each trial's final target mAP in start order (hollow: stopped early) and the best
     value of the finished trials so far."""
@@ -395,8 +400,8 @@ def plot_history(trials: pd.DataFrame, path: Path) -> None:
                  label="finished trial (final cycle)")
     axis.scatter(number[~finished], done.loc[~finished, f"final_{OBJECTIVE}"], facecolors="none",
                  edgecolors="tab:gray", s=22, label="stopped early (last cycle reached)")
-    best = done[f"final_{OBJECTIVE}"].where(finished).cummax()
-    axis.step(number, best, where="post", color="tab:red", label="best finished so far")
+    axis.step(number, running_best(done[f"final_{OBJECTIVE}"], finished), where="post", color="tab:red",
+              label="best finished so far")
     axis.set_xlabel("trial (start order)")
     axis.set_ylabel("target mAP (%)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -157,6 +157,12 @@ def test_search_sections(study):
     assert "| 2 | 42 | 30 | 203 | 0.750 | 0 | 17.2 |" in ula
 
 
+def test_search_history_carries_the_best_across_trials_stopped_early():
+    values = pd.Series([70.0, 90.0, 60.0, 80.0, 85.0])
+    finished = pd.Series([True, False, False, True, False])  # 90 was stopped early: it never counts
+    assert report.running_best(values, finished).tolist() == [70.0, 70.0, 70.0, 80.0, 80.0]
+
+
 def test_importances_pick_the_parameter_that_matters():
     rows = []
     for i in range(12):
