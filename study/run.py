@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
 from study.paths import StudyPaths
-from study.spaces import SPACES_DIR, SpaceError, StudySpace, encode_choice, load_space, parse_set_args
+from study.spaces import SpaceError, StudySpace, available_spaces, encode_choice, load_space, parse_set_args
 from study.trial import TrialConfigs, TrialContext
 
 if TYPE_CHECKING:  # MLflow's import takes seconds: only once the study starts
@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # MLflow's import takes seconds: only once the study starts
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m study.run", description=__doc__.splitlines()[0])
-    names = ", ".join(sorted(path.stem for path in SPACES_DIR.glob("*.yaml")))
-    parser.add_argument("--space", required=True, help=f"a name in search_spaces/ ({names}) or a YAML path")
+    parser.add_argument("--space", required=True,
+                        help=f"a name in search_spaces/ ({', '.join(available_spaces())}) or a YAML path")
     parser.add_argument("--data-root", help="folder holding the datasets (default: the embedded synthetic benchmark)")
     parser.add_argument("--directions", nargs="+", metavar="SRC->TGT", help="replace the space's directions")
     parser.add_argument("--name", help="study name (default: the space's name)")
