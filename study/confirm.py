@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m study.confirm", description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="a finished search study (its MLflow experiment name)")
     parser.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default 3)")
-    parser.add_argument("--name", help="confirmation study name (default: STUDY-confirm)")
+    parser.add_argument("--name", help="confirmation study name (default: STUDY-confirm; the search's "
+                        "report shows the confirmations named STUDY-confirm*)")
     parser.add_argument("--results-dir", default="results", help="as for study.run (default: results)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted confirmation")

@@ -485,6 +485,40 @@ def table_section(table: Table, trials: pd.DataFrame, cycles: pd.DataFrame, out:
     return lines
 
 
+def confirmation_lines(search: _LoadedStudy, results_dir: Path) -> list[str]:
+    """A search's best value was picked among many tries on its own seeds, so it is biased upwards: its report
+    shows the retraining on fresh seeds beside it (the studies ``study.confirm`` names ``<search>-confirm*``)."""
+    client = MlflowClient(search.tracking_uri)
+    prefix = f"{search.name}-confirm"
+    names = sorted(e.name for e in client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
+                   if e.name.startswith(prefix))  # LIKE also reads '_' in a study name as a wildcard
+    lines = ["", "## Confirmation on fresh seeds", ""]
+    for name in names:
+        try:
+            study = _LoadedStudy.load(name, search.tracking_uri)
+        except ValueError:  # created, but no trial has started
+            continue
+        declared = parse_tables(study.space.get("tables"), [v["name"] for v in study.space.get("variants", [])])
+        table = next((t for t in declared if t.id == "confirmation"), None)
+        if table is None:  # a study that merely shares the prefix
+            continue
+        status = study.parent.info.status
+        report = (f"[its report](../{name}/README.md)" if (results_dir / name / "README.md").is_file()
+                  else f"its report: `python -m study.report --study {name}`")
+        lines += [f"### `{name}`" + ("" if status == "FINISHED" else f" (parent run {status}: partial)"), "",
+                  f"{study.space.get('description', '')}; {report}.", "",
+                  tables.table_markdown(table, study.trials, "final")]
+        claims = tables.claim_lines(table, study.trials, "final")
+        lines += ["", *claims, ""] if claims else [""]
+    if len(lines) > 3:
+        return lines[:-1]
+    if len(search.objectives) > 1:  # study.confirm retrains the best of one objective only
+        return []
+    return lines + [f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the "
+                    f"search's own seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains "
+                    "it, the paper default and the supervised upper bound on fresh seeds."]
+
+
 def front_section(space: dict, objectives: list[dict], cycles: pd.DataFrame, trials: pd.DataFrame,
                   out: Path) -> list[str]:
     """The trade-off of a multi-objective search: its Pareto front as a table and a plot."""
@@ -546,6 +580,8 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, *, optun
     variant_names = [v["name"] for v in study.space.get("variants", [])]
     for table in parse_tables(study.space.get("tables"), variant_names):
         lines += table_section(table, study.trials, study.cycles, out)
+    if study.space.get("kind") == "search":
+        lines += confirmation_lines(study, results_dir)
     if len(study.objectives) > 1:
         lines += front_section(study.space, study.objectives, study.cycles, study.trials, out)
     if (study.trials["cycles"] > 0).any():

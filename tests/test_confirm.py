@@ -15,6 +15,7 @@ def confirmed(tmp_path_factory):
                         {"sampler": "random", "num_samples": 2, "metric": "target_mAP", "mode": "max", "seed": 1})
     results = tmp / "results"
     run_study(space, results)
+    (tmp / "search_report_before.md").write_text((results / "tiny_search" / "README.md").read_text())
     proc = run("study.confirm", "--study", "tiny_search", "--seeds", "2", "--results-dir", str(results))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return results
@@ -62,3 +63,19 @@ def test_a_grid_study_cannot_be_confirmed(confirmed):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: study 'tiny_search-confirm' is a grid study: confirm a search study"]
+
+
+def test_the_search_report_shows_its_confirmation(confirmed):
+    before = (confirmed.parent / "search_report_before.md").read_text()
+    assert "Not confirmed yet" in before and "python -m study.confirm --study tiny_search --seeds 3" in before
+    proc = run("study.report", "--study", "tiny_search", "--results-dir", str(confirmed))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (confirmed / "tiny_search" / "README.md").read_text()
+    section = text.split("## Confirmation on fresh seeds")[1].split("\n## ")[0]
+    assert "### `tiny_search-confirm`" in section and "[its report](../tiny_search-confirm/README.md)" in section
+    confirmation = (confirmed / "tiny_search-confirm" / "README.md").read_text()
+    table = confirmation.split("## Confirmation of tiny_search on fresh seeds")[1].split("<details>")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 4 and all(row in section for row in rows)  # the same final-cycle table
+    assert "The searched setting beats the paper default (by more than 10 mAP)" in section
+    assert "Not confirmed yet" not in section
