@@ -456,14 +456,20 @@ def ula_markdown(cycles: pd.DataFrame, trials: pd.DataFrame) -> str:
     return "\n\n".join(blocks)
 
 
-def cost_line(parent, children) -> str:
-    """What the study cost, and how much of it the pre-training cache saved."""
+def cost_line(client: MlflowClient, parent, children) -> str:
+    """What the study cost, and how much of it the pre-training cache saved. Each sitting of a resumed study
+    logs its own wall time, so the cost is their sum (a sitting killed outright logs none)."""
     cache = [child.data.tags.get("pretrain_cache") for child in children]
-    wall = parent.data.metrics.get("study_wall_seconds")
-    if wall is None:
+    history = client.get_metric_history(parent.info.run_id, "study_wall_seconds")
+    sittings = [m.value for m in sorted(history, key=lambda m: m.timestamp)]
+    if not sittings:
         wall_text = "wall time not logged"
     else:
+        wall = sum(sittings)
         wall_text = f"{wall:.0f} s wall time" if wall < 120 else f"{wall / 60:.1f} min wall time"
+        if len(sittings) > 1:
+            wall_text += f" in {len(sittings)} sittings (" + " + ".join(
+                f"{value / 60:.1f}" for value in sittings) + " min)"
     return (f"- Cost: {wall_text}; source pre-training cache: {cache.count('miss')} pre-trainings for "
             f"{len(children)} trials ({cache.count('hit')} hits)")
 
@@ -606,7 +612,7 @@ def _header_lines(study: _LoadedStudy, command: str) -> list[str]:
         f"- MLflow: `{study.tracking_uri}`, experiment `{study.name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
         f"- Trials: {len(trials)} ({statuses}); seeds: {', '.join(map(str, seeds)) or 'not logged'}",
-        cost_line(parent, study.children),
+        cost_line(MlflowClient(study.tracking_uri), parent, study.children),
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
         "from that same cycle). Target-domain results in %.",
         "- A cell is the mean over seeds ± the half-width of its 95% Student-t interval (no ± with one seed); "

@@ -232,3 +232,17 @@ def test_ula_diagnostics_take_labels_and_formats_from_the_metric_registry(study)
     assert "| 0 | – | – | – | – | – | 10.0 |\n| 1 | 41 | 30 | 100 | 0.625 | 0 | 18.5 |" in text
     assert (report.cell("ula_precision", 0.875), report.cell("target_mAP", 24.13), report.cell("ula_recall", None),
             report.cell("target_mAP", math.nan)) == ("0.875", "24.1", "–", "–")
+
+
+def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = default_tracking_uri(tmp_path)
+    tracker = StudyTracker(uri, "resumed")
+    tracker.start({}, {}, resume=False)
+    tracker.finish("KILLED", {"study_wall_seconds": 600.0})
+    run_id = tracker.start({}, {}, resume=True)
+    tracker.finish("FINISHED", {"study_wall_seconds": 900.0})
+    parent = MlflowClient(uri).get_run(run_id)
+    line = report.cost_line(MlflowClient(uri), parent, [])
+    assert line.startswith("- Cost: 25.0 min wall time in 2 sittings (10.0 + 15.0 min);"), line
