@@ -71,8 +71,7 @@ def cell(name: str, value) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """Cells are already formatted text: pandas must not re-parse them as numbers."""
-    return pd.DataFrame(rows, columns=header).to_markdown(index=False, disable_numparse=True)
+    return tables.markdown_frame(pd.DataFrame(rows, columns=header))
 
 
 # ---------------------------------------------------------------- reading MLflow

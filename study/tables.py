@@ -242,6 +242,14 @@ def table_records(table: Table, trials, which: str = "final") -> list[dict[str, 
     return records
 
 
+def markdown_frame(frame) -> str:
+    """Cells are already formatted text: pandas must not re-parse them as numbers, and a '|' inside one (a
+    trial name such as 'mu=0.5 | D->M | seed 0') must not split it into two columns."""
+    escaped = frame.apply(lambda column: column.map(
+        lambda text: text.replace("|", "\\|") if isinstance(text, str) else text))
+    return escaped.to_markdown(index=False, disable_numparse=True)
+
+
 def table_markdown(table: Table, trials, which: str = "final") -> str:
     import pandas as pd
 
@@ -266,7 +274,7 @@ def table_markdown(table: Table, trials, which: str = "final") -> str:
                 mark = "" if diff.significant_above() or diff.significant_below() else " (n.s.)"
                 line[label] = f"{format_interval(diff, signed=True)}{mark} vs {references[record['variant']]}"
         out.append(line)
-    return pd.DataFrame(out).to_markdown(index=False, disable_numparse=True)
+    return markdown_frame(pd.DataFrame(out))
 
 
 def claim_lines(table: Table, trials, which: str = "final") -> list[str]:

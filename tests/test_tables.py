@@ -68,3 +68,13 @@ def test_table_markdown_and_claims_from_trials():
 def test_bad_declarations(raw, message):
     with pytest.raises(TableError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         parse_tables(raw, ["a", "b"])
+
+
+def test_a_pipe_inside_a_cell_stays_in_its_column():
+    import pandas as pd
+
+    from study.tables import markdown_frame
+
+    text = markdown_frame(pd.DataFrame([{"method": "mu=0.5 | D->M | seed 0", "mAP": "51.4 ± 2.0"}]))
+    row = text.splitlines()[2]
+    assert row.replace("\\|", "").count("|") == 3 and "mu=0.5 \\| D->M \\| seed 0" in row
