@@ -493,33 +493,32 @@ def table_section(table: Table, trials: pd.DataFrame, cycles: pd.DataFrame, out:
 def confirmation_lines(search: _LoadedStudy, results_dir: Path) -> list[str]:
     """A search's best value was picked among many tries on its own seeds, so it is biased upwards: its report
     shows the retraining on fresh seeds beside it (the studies ``study.confirm`` names ``<search>-confirm*``)."""
-    client = MlflowClient(search.tracking_uri)
     prefix = f"{search.name}-confirm"
-    names = sorted(e.name for e in client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
+    names = sorted(e.name for e in search.client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
                    if e.name.startswith(prefix))  # LIKE also reads '_' in a study name as a wildcard
-    lines = ["", "## Confirmation on fresh seeds", ""]
+    confirmed: list[str] = []
     for name in names:
         try:
             study = _LoadedStudy.load(name, search.tracking_uri)
         except ValueError:  # created, but no trial has started
             continue
-        declared = parse_tables(study.space.get("tables"), [v["name"] for v in study.space.get("variants", [])])
-        table = next((t for t in declared if t.id == "confirmation"), None)
+        table = next((t for t in study.tables() if t.id == "confirmation"), None)
         if table is None:  # a study that merely shares the prefix
             continue
         status = study.parent.info.status
         report = (f"[its report](../{name}/README.md)" if (results_dir / name / "README.md").is_file()
                   else f"its report: `python -m study.report --study {name}`")
-        lines += [f"### `{name}`" + ("" if status == "FINISHED" else f" (parent run {status}: partial)"), "",
-                  f"{study.space.get('description', '')}; {report}.", "",
-                  tables.table_markdown(table, study.trials, "final")]
+        confirmed += ["", f"### `{name}`" + ("" if status == "FINISHED" else f" (parent run {status}: partial)"),
+                      "", f"{study.space.get('description', '')}; {report}.", "",
+                      tables.table_markdown(table, study.trials, "final")]
         claims = tables.claim_lines(table, study.trials, "final")
-        lines += ["", *claims, ""] if claims else [""]
-    if len(lines) > 3:
-        return lines[:-1]
+        confirmed += ["", *claims] if claims else []
+    heading = ["", "## Confirmation on fresh seeds"]
+    if confirmed:
+        return heading + confirmed
     if len(search.objectives) > 1:  # study.confirm retrains the best of one objective only
         return []
-    return lines + [f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the "
+    return heading + ["", f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the "
                     f"search's own seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains "
                     "it, the paper default and the supervised upper bound on fresh seeds."]
 
@@ -548,6 +547,7 @@ class _LoadedStudy:
 
     name: str
     tracking_uri: str
+    client: MlflowClient
     parent: Any
     children: list
     space: dict
@@ -560,7 +560,11 @@ class _LoadedStudy:
         parent, children = load_runs(client, study_name, tracking_uri)
         space = load_space_dict(client, parent)
         cycles = cycle_frame(client, children)
-        return cls(study_name, tracking_uri, parent, children, space, cycles, trial_frame(children, cycles))
+        return cls(study_name, tracking_uri, client, parent, children, space, cycles, trial_frame(children, cycles))
+
+    def tables(self) -> list[Table]:
+        """The tables the space declares, checked against its variants."""
+        return parse_tables(self.space.get("tables"), [v["name"] for v in self.space.get("variants", [])])
 
     @property
     def objectives(self) -> list[dict]:
@@ -582,8 +586,7 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, *, optun
         out / "cycles.csv", index=False)
 
     lines = _header_lines(study, regenerate_command(study_name, results_dir, tracking_uri, optuna_storage))
-    variant_names = [v["name"] for v in study.space.get("variants", [])]
-    for table in parse_tables(study.space.get("tables"), variant_names):
+    for table in study.tables():
         lines += table_section(table, study.trials, study.cycles, out)
     if study.space.get("kind") == "search":
         lines += confirmation_lines(study, results_dir)
@@ -611,7 +614,7 @@ def _header_lines(study: _LoadedStudy, command: str) -> list[str]:
         f"- MLflow: `{study.tracking_uri}`, experiment `{study.name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
         f"- Trials: {len(trials)} ({statuses}); seeds: {', '.join(map(str, seeds)) or 'not logged'}",
-        cost_line(MlflowClient(study.tracking_uri), parent, study.children),
+        cost_line(study.client, parent, study.children),
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
         "from that same cycle). Target-domain results in %.",
         "- A cell is the mean over seeds ± the half-width of its 95% Student-t interval (no ± with one seed); "
