@@ -26,6 +26,7 @@ from reidmodel.messages import one_line as message_line
 PARTIAL_SUFFIX = ".partial"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
+INTERRUPTED = "interrupted"  # stop_reason of a trial run the study's end left unfinished
 
 # Errors that come back unchanged when the same trial runs again: bad config or data, a programming error, a
 # diverged training. Anything else (OSError, CUDA and Ray errors, a killed process) may pass on a retry.
@@ -48,13 +49,16 @@ class StudyOutcome:
     failed: int
 
     @classmethod
-    def of(cls, space, results, interrupted: int) -> StudyOutcome:
-        """``results`` is Tune's ResultGrid. On Ctrl-C Ray Tune stops the running trials and reports them
-        TERMINATED like finished ones; ``interrupted`` counts them apart: the trial runs still RUNNING in MLflow
-        when ``fit`` returns (a trial closes its own run, the TrialOutcome callback closes the ones a scheduler
-        stopped). Trials not created yet (a search cut short) count as unfinished."""
+    def of(cls, space, trial_runs: list) -> StudyOutcome:
+        """Counted from the study's trial runs once its end closed them all (study.tracking): FINISHED, or KILLED
+        early by the scheduler or a stopper, is finished; KILLED as ``interrupted`` (Ctrl-C, SIGTERM, a dead
+        driver) is not. Trials not created yet (a search cut short) count as unfinished."""
         expected = len(space.trials()) if space.kind == "grid" else space.search.num_samples
-        return cls(max(expected, len(results)), results.num_terminated - interrupted, results.num_errors)
+        statuses = [(run.info.status, run.data.tags.get("stop_reason")) for run in trial_runs]
+        finished = sum(status == "FINISHED" or (status == "KILLED" and reason not in (None, INTERRUPTED))
+                       for status, reason in statuses)
+        failed = sum(status == "FAILED" for status, _ in statuses)
+        return cls(max(expected, len(statuses)), finished, failed)
 
     @property
     def unfinished(self) -> int:
@@ -92,12 +96,17 @@ def publish_report(study_name: str, results_dir: Path, tracking_uri: str, optuna
     """
     from mlflow import MlflowClient
 
+    from study.lock import DriverLock, StudyRunning
     from study.report import load_runs, write_report
     from study.tracking import close_dead_parent
 
     client = MlflowClient(tracking_uri)
     parent, _ = load_runs(client, study_name, tracking_uri)
-    note = close_dead_parent(client, parent)
+    try:
+        with DriverLock(results_dir, study_name):  # free: no driver of this study runs, a RUNNING parent is dead
+            note = close_dead_parent(client, parent)
+    except StudyRunning:  # the study's own driver, at its end, or a report asked for while the study runs
+        note = None
     if note:
         print(note, flush=True)
         parent = client.get_run(parent.info.run_id)

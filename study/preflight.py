@@ -223,13 +223,12 @@ def connect_ray(address: str | None, resources: Resources) -> None:
 
 def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     """A resumed study runs its unfinished trials with the config they started with (Tune restores it), so a
-    changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys.
-    A study whose driver still runs is refused too."""
+    changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys."""
     from mlflow import MlflowClient
 
     from reidmodel.config import flatten
     from study.run import space_dict
-    from study.tracking import TAG_DRIVER, TAG_ROLE, driver_alive, logged_params
+    from study.tracking import TAG_ROLE, logged_params
 
     client = MlflowClient(paths.tracking_uri)
     experiment = client.get_experiment_by_name(paths.name)
@@ -240,10 +239,6 @@ def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     if not parents:
         return
     parent = parents[0]
-    identity = parent.data.tags.get(TAG_DRIVER)
-    if parent.info.status == "RUNNING" and identity and driver_alive(identity):
-        raise SpaceError(f"study {paths.name!r} is running now (driver {identity}): let it end or stop it "
-                         "(Ctrl-C) before --resume")
     # The parent run logged the space's keys as params at the first start (study.tracking.StudyTracker.start).
     ignored = ("space.resources.", "space.path")  # where and with how much it runs may change; what it runs not
     before = {k: v for k, v in parent.data.params.items() if k.startswith("space.") and not k.startswith(ignored)}

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from study.lock import DriverLock, StudyRunning
 from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
 from study.paths import StudyPaths
 from study.spaces import SpaceError, StudySpace, available_spaces, encode_choice, load_space, parse_set_args
@@ -57,11 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         from study.preflight import check_before_ray
 
         check_before_ray(space, args, paths)
+        with DriverLock(paths.results_dir, paths.name):
+            return run_study(space, args, paths)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        return run_study(space, args, paths)
+    except StudyRunning as holder:
+        print(f"error: study {paths.name!r} is running now (driver {holder}): let it end or stop it (Ctrl-C) "
+              "before starting or resuming it again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # a second Ctrl-C, which Ray Tune leaves to Python
         print(f"error: study {paths.name!r} interrupted: continue it with the same command and --resume",
               file=sys.stderr)
@@ -140,11 +145,13 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
         started = time.perf_counter()
         results = tuner.fit()
         print_summary(space, results)
-        outcome = StudyOutcome.of(space, results, interrupted=tracker.close_open_trials())
+        tracker.close_unfinished_trials()
+        outcome = StudyOutcome.of(space, tracker.trial_runs())
         tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
         return report_study(tracker, paths, outcome)
     except BaseException as exc:
         if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
+            tracker.close_unfinished_trials()
             tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
@@ -157,17 +164,18 @@ def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_
     or a new one."""
     from ray import tune
 
-    from study.trainable import DegenerateULAStopper, TrialOutcome, train_trial
+    from study.tracking import TrialLogger
+    from study.trainable import DegenerateULAStopper, train_trial
 
     resources = space.resources
     trainable = tune.with_resources(train_trial, {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial})
     if resume:
         return tune.Tuner.restore(paths.experiment_path, trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)
-    configs = TrialConfigs()  # the stopper's and the callback's, built once per trial
+    configs = TrialConfigs()  # the stopper's and the logger's, built once per trial
     return tune.Tuner(
         trainable,
-        param_space=param_space(space, TrialContext.for_study(space, paths, parent_run_id)),
+        param_space=param_space(space, TrialContext.for_study(space, paths)),
         tune_config=tune_config(space, paths, max_concurrent),
         run_config=tune.RunConfig(
             name=paths.name,
@@ -177,7 +185,7 @@ def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_
             progress_reporter=progress_reporter(space),
             verbose=1,  # status tables only, not every trial result
             stop=DegenerateULAStopper(configs),
-            callbacks=[TrialOutcome(paths.tracking_uri, parent_run_id, space.scheduler.type, configs)],
+            callbacks=[TrialLogger(paths.tracking_uri, parent_run_id, paths.name, space.scheduler.type, configs)],
         ),
     )
 
@@ -324,10 +332,9 @@ def print_summary(space: StudySpace, results: Any) -> int:
             print(f"{config.get('direction', '?'):38} {label:34} error: "
                   f"{one_line(getattr(result.error, 'cause', None) or result.error)}")
             continue
-        print(
-            f"{config.get('direction', '?'):38} {label:34} {metrics.get('cycle', float('nan')):>5} "
-            f"{metrics.get('target_mAP', float('nan')):6.2f} {metrics.get('target_R1', float('nan')):6.2f}"
-        )
+        # A trial still pending when the study was interrupted has reported nothing: its metrics are None (NaN).
+        cycle, mean_ap, rank1 = (_number(metrics.get(key)) for key in ("cycle", "target_mAP", "target_R1"))
+        print(f"{config.get('direction', '?'):38} {label:34} {cycle:>5} {mean_ap:6.2f} {rank1:6.2f}")
     return errors
 
 
@@ -353,6 +360,10 @@ def space_dict(space: StudySpace) -> dict[str, Any]:
 
 def _cli_dict(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if value not in (None, [], False)}
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, (int, float)) else float("nan")
 
 
 def _short(value: Any) -> str:

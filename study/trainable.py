@@ -1,14 +1,15 @@
 """The Ray Tune function trainable: one (direction, variant or sampled params) experiment per trial.
 
-Everything a trial needs travels in its ``params`` (the Tune config), so a restored study re-runs
-unfinished trials with exactly the settings they started with.
+Everything a trial needs travels in its ``params`` (the Tune config), so a restored study re-runs unfinished
+trials with exactly the settings they started with. A trial reads its checkpoint, runs its cycles and
+``tune.report``s each one with its checkpoint; it never talks to MLflow (study.tracking.TrialLogger logs it on
+the driver), so worker nodes need neither the tracking URI nor MLflow.
 
-Failures: the trial's MLflow run is opened first, so even a failure in pre-training is recorded (FAILED, with
-an ``error`` tag). Ray Tune 2.60 retries every error alike (``FailureConfig.max_failures``), so a trial sorts
-its own: a deterministic one (study.outcome.DETERMINISTIC_ERRORS: config, data, divergence) tags the run
-``retry=no``, and Ray's retry of that trial stops at once on seeing the tag instead of paying for the same
-error again; transient ones (OSError, CUDA, a killed process) are retried from the last cycle checkpoint.
-``--resume`` clears the tag, which is how a fixed cause is tried again.
+Failures: Ray Tune 2.60 retries every error alike (``FailureConfig.max_failures``), so a trial sorts its own. A
+deterministic one (study.outcome.DETERMINISTIC_ERRORS: config, data, divergence) leaves a note in the trial's
+folder naming this sitting's Ray job, and Ray's retry of that trial stops at once on reading it instead of paying
+for the same error again; transient ones (OSError, CUDA, a killed process) are retried from the last cycle
+checkpoint. ``--resume`` is a new Ray job, which is how a fixed cause is tried again.
 """
 
 from __future__ import annotations
@@ -18,17 +19,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
 from study.outcome import is_deterministic, one_line
-from study.tracking import TAG_RETRY, TrialTracker, close_trial_run
-from study.trial import TrialConfigs, TrialContext, trial_config, trial_label, trial_tags
+from study.trial import TrialConfigs, TrialContext, trial_config
 
 # Test-only fault injection, read in _injected_fault alone and inert when unset (production never sets it).
 FAULT_ENV = "REID_STUDY_TEST_FAULT"
+FAILURE_NOTE = "deterministic_failure.txt"  # in the trial's folder: "<ray job id>\n<error line>"
 
 
 class RetryRefused(ValueError):
@@ -39,32 +41,26 @@ def train_trial(params: dict[str, Any]) -> None:
     context = TrialContext.of(params)
     config = trial_config(params)
     torch.set_num_threads(context.cpus_per_trial)
-    tune_context = tune.get_context()
-    tracker = TrialTracker(context.tracking_uri, context.parent_run_id, tune_context.get_trial_name(), context.name)
-    tracker.start(config.flat(), {**trial_tags(params), "trial_id": tune_context.get_trial_id()},
-                  run_name=trial_label(params))
-    last: dict[str, Any] = {}
+    note = Path(tune.get_context().get_trial_dir()) / FAILURE_NOTE
+    job = ray.get_runtime_context().get_job_id()
+    noted_job, _, noted_error = note.read_text().partition("\n") if note.is_file() else ("", "", "")
+    if noted_job == job:
+        raise RetryRefused(f"not retried, the same error would come back: {noted_error}")
     try:
-        if tracker.previous_tags.get(TAG_RETRY) == "no":
-            raise RetryRefused(f"not retried, the same error would come back: {tracker.previous_tags.get('error')}")
         # Trials that share stage 1 (same data, model, loss, source schedule, seed) share its checkpoint.
         source_checkpoint, cache_hit = PretrainCache(Path(context.cache_dir)).get_or_train(
             pretrain_signature(config), lambda out_path: pretrain_source(config, out_path)
         )
         print(f"pre-training cache {'hit' if cache_hit else 'miss'}: {source_checkpoint.name}", flush=True)
-        tracker.tag({"pretrain_cache": "hit" if cache_hit else "miss", "pretrain_key": source_checkpoint.stem})
-        _adapt(config, tracker, source_checkpoint, last)
-    except SystemExit:
+        cache = {"pretrain_cache": "hit" if cache_hit else "miss", "pretrain_key": source_checkpoint.stem}
+        _adapt(config, source_checkpoint, cache)
+    except Exception as exc:
+        if is_deterministic(exc):
+            note.write_text(f"{job}\n{one_line(exc)}")
         raise
-    except BaseException as exc:
-        kind = "deterministic" if is_deterministic(exc) else "transient"
-        tracker.end("FAILED", {"error": one_line(exc), "error_kind": kind,
-                               TAG_RETRY: "no" if kind == "deterministic" else None})
-        raise
-    tracker.end(*trial_outcome(config, last, scheduler=context.scheduler))
 
 
-def _adapt(config, tracker: TrialTracker, source_checkpoint: Path, last: dict[str, Any]) -> None:
+def _adapt(config, source_checkpoint: Path, cache: dict[str, str]) -> None:
     """Stage 2 from the source checkpoint, or from the trial's last cycle checkpoint when Ray restarts it."""
     # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
@@ -76,17 +72,8 @@ def _adapt(config, tracker: TrialTracker, source_checkpoint: Path, last: dict[st
             resume_from = Path(checkpoint.to_directory(str(workdir / "resume")))
 
         def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
-            _injected_fault(tracker.trial_name, int(metrics["cycle"]))
-            # MLflow first: when a scheduler or stopper stops the trial, Ray ends it inside tune.report
-            # (SystemExit) and kills the process soon after, so nothing after that call is sure to run. The
-            # driver's TrialOutcome callback closes such runs. A kill between the two redoes the cycle on
-            # resume, and log_cycle skips a step it already holds.
-            tracker.log_cycle(metrics)
-            tracker.log_history(Path(checkpoint_dir) / "history.csv")
-            # The checkpoint folder holds the trial's config.yaml beside its per-cycle CSV.
-            tracker.log_artifacts([Path(checkpoint_dir) / "cycles.csv", Path(checkpoint_dir) / "config.yaml"])
-            last.update(metrics)
-            tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            _injected_fault(tune.get_context().get_trial_name(), int(metrics["cycle"]))
+            tune.report({**metrics, **cache}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         run_experiment(config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from)
 
@@ -110,57 +97,15 @@ def _injected_fault(trial_name: str, cycle: int) -> None:
         raise OSError(f"injected transient fault at cycle {cycle}")
 
 
-def trial_outcome(config, last_metrics: dict[str, Any], scheduler: str) -> tuple[str, dict[str, Any]]:
-    """MLflow status and tags of a trial that ended without error: FINISHED when it reached its last
-    cycle, else KILLED with who stopped it (the degenerate-ULA rule, or the scheduler) and at which cycle."""
-    cycle = int(last_metrics.get("cycle", -1))
-    if cycle >= config.adapt.cycles:
-        return "FINISHED", {}
-    if last_metrics.get("ula_degenerate") == 1 and config.adapt.stop_on_degenerate:
-        reason = "degenerate_ula"
-    else:
-        reason = scheduler if scheduler != "none" else "stopper"
-    return "KILLED", {"stop_reason": reason, "stopped_at_cycle": cycle}
-
-
-class _SharesConfigs:
-    """The stopper and the outcome callback read each trial's config from one driver-side TrialConfigs."""
-
-    configs: TrialConfigs
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # A tuner.pkl saved before the configs were shared holds none: a resumed study gets its own.
-        self.__dict__.update({"configs": TrialConfigs(), **state})
-
-
-class TrialOutcome(_SharesConfigs, tune.Callback):
-    """Closes the MLflow run of each trial from the driver, where Ray's decision is known for sure: a
-    trial stopped inside ``tune.report`` is killed before its own code can."""
-
-    def __init__(self, tracking_uri: str, parent_run_id: str, scheduler: str, configs: TrialConfigs):
-        # Plain values and the configs, which pickle empty: the callback is saved with the study for --resume.
-        self.tracking_uri = tracking_uri
-        self.parent_run_id = parent_run_id
-        self.scheduler = scheduler
-        self.configs = configs
-
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        config = self.configs.get(trial.trial_id, trial.config)
-        status, tags = trial_outcome(config, trial.last_result or {}, self.scheduler)
-        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status=status, tags=tags)
-
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        # The trial closes its own run as FAILED with its message; this catches a process that died.
-        close_trial_run(self.tracking_uri, self.parent_run_id, trial.trial_id, status="FAILED",
-                        tags={"error": f"the trial process died: see {trial.error_file or 'the Ray log'}"},
-                        only_running=True)
-
-
-class DegenerateULAStopper(_SharesConfigs, tune.Stopper):
+class DegenerateULAStopper(tune.Stopper):
     """Ends a trial whose clustering collapsed, when its config asks for it (``adapt.stop_on_degenerate``)."""
 
     def __init__(self, configs: TrialConfigs) -> None:
         self.configs = configs
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A tuner.pkl saved before the configs were shared holds none: a resumed study gets its own.
+        self.__dict__.update({"configs": TrialConfigs(), **state})
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if result.get("ula_degenerate") != 1:

@@ -8,7 +8,7 @@ dict, the form Ray writes to params.json and pickles into tuner.pkl.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from reidmodel.config import ExperimentConfig, apply_overrides, preset
@@ -24,21 +24,21 @@ class TrialContext:
     space: str
     preset: str
     fixed: dict[str, Any]  # the space's fixed overrides with --set and --data-root
-    tracking_uri: str
-    parent_run_id: str
     cache_dir: str
     cpus_per_trial: int
     scheduler: str
 
     @classmethod
-    def for_study(cls, space: StudySpace, paths: StudyPaths, parent_run_id: str) -> TrialContext:
+    def for_study(cls, space: StudySpace, paths: StudyPaths) -> TrialContext:
         return cls(name=paths.name, space=space.name, preset=space.preset, fixed=space.fixed,
-                   tracking_uri=paths.tracking_uri, parent_run_id=parent_run_id, cache_dir=str(paths.cache_dir),
-                   cpus_per_trial=space.resources.cpus_per_trial, scheduler=space.scheduler.type)
+                   cache_dir=str(paths.cache_dir), cpus_per_trial=space.resources.cpus_per_trial,
+                   scheduler=space.scheduler.type)
 
     @classmethod
     def of(cls, params: dict[str, Any]) -> TrialContext:
-        return cls(**params["study"])
+        # A study started by an older version may carry fields dropped since (its tracking URI): ignored.
+        names = {field.name for field in fields(cls)}
+        return cls(**{key: value for key, value in params["study"].items() if key in names})
 
     def as_param(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,3 +96,16 @@ def trial_tags(params: dict[str, Any]) -> dict[str, str]:
     if "variant" in params:
         tags["variant"] = params["variant"]["name"]
     return tags
+
+
+def trial_outcome(config: ExperimentConfig, last_metrics: dict[str, Any], scheduler: str) -> tuple[str, dict[str, Any]]:
+    """MLflow status and tags of a trial that ended without error: FINISHED when it reached its last cycle, else
+    KILLED with who stopped it (the degenerate-ULA rule, or the scheduler) and at which cycle."""
+    cycle = int(last_metrics.get("cycle", -1))
+    if cycle >= config.adapt.cycles:
+        return "FINISHED", {}
+    if last_metrics.get("ula_degenerate") == 1 and config.adapt.stop_on_degenerate:
+        reason = "degenerate_ula"
+    else:
+        reason = scheduler if scheduler != "none" else "stopper"
+    return "KILLED", {"stop_reason": reason, "stopped_at_cycle": cycle}

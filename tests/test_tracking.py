@@ -1,5 +1,9 @@
+"""The driver's MLflow bookkeeping: the parent run, and each trial's child run as TrialLogger keeps it from Ray's
+callback hooks, driven here with stand-in trials (no Ray running)."""
+
 import math
 import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -7,10 +11,14 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH  # noqa: E402
+from ray.tune import Checkpoint  # noqa: E402
 
+from study.outcome import StudyOutcome  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
-from study.tracking import StudyTracker, TrialTracker, git_commit  # noqa: E402
+from study.spaces import load_space  # noqa: E402
+from study.tracking import StudyTracker, TrialLogger, find_experiment_id, git_commit  # noqa: E402
+from study.trial import TrialConfigs  # noqa: E402
+from tests.tiny_studies import fake_trial  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +29,23 @@ def tracking_uri(tmp_path_factory) -> str:
     return uri
 
 
-def history(path: Path, rows: list[tuple]) -> Path:
-    lines = ["stage,cycle,epoch,loss_total,loss_id,loss_triplet,loss_center"]
-    lines += [",".join(str(v) for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def checkpoint(folder: Path, history_rows: list[str]) -> Checkpoint:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "history.csv").write_text("\n".join(["stage,cycle,epoch,loss_total,loss_triplet", *history_rows]) + "\n")
+    (folder / "cycles.csv").write_text("cycle,target_mAP\n0,20.5\n")
+    (folder / "config.yaml").write_text("seed: 1\n")
+    return Checkpoint.from_directory(str(folder))
 
 
 def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def study(uri: str, name: str) -> tuple[StudyTracker, TrialLogger]:
+    tracker = StudyTracker(uri, name)
+    parent = tracker.start({"name": name, "ula": {"eps": [0.6, 0.8]}}, {"seeds": 2, "results_dir": Path("/r")},
+                           resume=False)
+    return tracker, TrialLogger(uri, parent, name, "asha", TrialConfigs())
 
 
 def test_default_tracking_uri_is_absolute_sqlite(tmp_path, monkeypatch):
@@ -42,131 +58,116 @@ def test_git_commit_is_a_hash_or_none():
     assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
 
 
-def test_parent_and_child_runs(tracking_uri, tmp_path):
+def test_a_trial_run_from_start_to_end(tracking_uri, tmp_path):
     client = MlflowClient(tracking_uri)
-    study = StudyTracker(tracking_uri, "nesting")
-    parent_id = study.start({"ula": {"eps": [0.6, 0.8]}}, {"samples": 2, "results_dir": tmp_path}, resume=False)
+    tracker, logger = study(tracking_uri, "nesting")
     assert client.get_experiment_by_name("nesting").artifact_location.endswith("/mlartifacts")
+    trial = fake_trial("a1", last_result={"cycle": 2})
+    logger.log_trial_start(trial)
+    logger.log_trial_result(1, trial, {"cycle": 0, "target_mAP": 20.5, "ula_precision": math.nan, "loss_total": 3,
+                                       "pretrain_cache": "miss", "pretrain_key": "abc", "training_iteration": 1})
+    logger.log_trial_result(2, trial, {"cycle": 1, "target_mAP": 25.25, "ula_precision": 0.875,
+                                       "ula_degenerate": True, "pretrain_cache": "miss", "pretrain_key": "abc"})
+    logger.on_checkpoint(2, [], trial, checkpoint(tmp_path / "c1", ["source,0,1,5.0,1.5", "adapt,1,1,4.0,"]))
+    logger.log_trial_end(trial)
+    tracker.finish()
 
-    trial = TrialTracker(tracking_uri, parent_id, "trial_00000", "nesting")
-    long_value = "x" * (MAX_PARAM_VAL_LENGTH + 100)
-    trial.start({"ula": {"eps": 0.8, "min_samples": 4}, "model": {"attention": ["conv4"]}, "note": long_value},
-                {"variant": "ULA(750)", "direction": "synthetic_duke->synthetic_market", "cache_hit": True})
-    trial.log_cycle({"cycle": 0, "target_mAP": 20.5, "ula_precision": math.nan, "loss_total": 3, "note": "x"})
-    trial.log_cycle({"cycle": 1.0, "target_mAP": 25.25, "ula_precision": 0.875, "loss_total": 2.5,
-                     "ula_degenerate": True})
-    config = tmp_path / "config.yaml"
-    config.write_text("seed: 0\n")
-    plots = tmp_path / "plots"
-    plots.mkdir()
-    (plots / "map.png").write_bytes(b"png")
-    trial.log_artifacts([config, plots])
-    trial.end()
-    study.finish()
+    (child,) = tracker.trial_runs()
+    run_id = child.info.run_id
+    assert child.info.run_name == "ULA(750) | D->M | seed 1" and child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == tracker.run_id and child.data.tags["trial_id"] == "a1"
+    assert child.data.tags["trial_name"] == "train_trial_a1"
+    assert child.data.tags["variant"] == "ULA(750)" and child.data.tags["pretrain_key"] == "abc"
+    assert child.data.params["kd.enabled"] == "false" and child.data.params["adapt.cycles"] == "2"
+    assert child.data.params["model.attention"] == "conv3+conv4+conv5"
+    assert metric_steps(client, run_id, "target_mAP") == [(0, 20.5), (1, 25.25)]
+    assert metric_steps(client, run_id, "ula_precision") == [(1, 0.875)]  # NaN at cycle 0 skipped
+    assert metric_steps(client, run_id, "ula_degenerate") == [(1, 1.0)]
+    assert "training_iteration" not in child.data.metrics  # Ray's own keys are not cycle metrics
+    assert metric_steps(client, run_id, "epoch_loss_total") == [(0, 5.0), (1, 4.0)]
+    assert metric_steps(client, run_id, "epoch_loss_triplet") == [(0, 1.5)]  # an empty cell is no value
+    assert "epoch_epoch" not in child.data.metrics
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["config.yaml", "cycles.csv", "history.csv"]
 
-    child = client.get_run(trial.run_id)
-    assert child.info.run_name == "trial_00000" and child.info.status == "FINISHED"
-    assert child.data.tags["mlflow.parentRunId"] == parent_id
-    assert child.data.tags["variant"] == "ULA(750)" and child.data.tags["cache_hit"] == "True"
-    assert child.data.params["ula.eps"] == "0.8" and child.data.params["ula.min_samples"] == "4"
-    assert child.data.params["model.attention"] == '["conv4"]'
-    assert len(child.data.params["note"]) == MAX_PARAM_VAL_LENGTH and child.data.params["note"].endswith("...")
-    assert metric_steps(client, trial.run_id, "target_mAP") == [(0, 20.5), (1, 25.25)]
-    assert metric_steps(client, trial.run_id, "ula_precision") == [(1, 0.875)]  # NaN at cycle 0 skipped
-    assert metric_steps(client, trial.run_id, "loss_total") == [(0, 3.0), (1, 2.5)]
-    assert metric_steps(client, trial.run_id, "ula_degenerate") == [(1, 1.0)]
-    assert "note" not in client.get_run(trial.run_id).data.metrics
-    assert sorted(a.path for a in client.list_artifacts(trial.run_id)) == ["config.yaml", "plots"]
-    assert [a.path for a in client.list_artifacts(trial.run_id, "plots")] == ["plots/map.png"]
-
-    parent = client.get_run(parent_id)
+    parent = client.get_run(tracker.run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["space.ula.eps"] == "[0.6, 0.8]"
-    assert parent.data.params["cli.samples"] == "2" and parent.data.params["cli.results_dir"] == str(tmp_path)
-    assert sorted(a.path for a in client.list_artifacts(parent_id)) == ["cli_args.json", "search_space.json"]
+    assert parent.data.params["cli.seeds"] == "2" and parent.data.params["cli.results_dir"] == "/r"
+    assert sorted(a.path for a in client.list_artifacts(tracker.run_id)) == ["cli_args.json", "search_space.json"]
 
 
-def test_resume_reuses_parent_and_child(tracking_uri):
+def test_how_trials_end(tracking_uri):
+    tracker, logger = study(tracking_uri, "ends")
+    trials = {
+        "finished": fake_trial("f", last_result={"cycle": 2}, variant="a"),
+        "asha": fake_trial("s", last_result={"cycle": 1}, variant="b"),
+        "diverged": fake_trial("d", error=ValueError("loss is nan"), variant="c"),
+        "oom": fake_trial("o", error=OSError("disk"), variant="d"),
+        "died": fake_trial("k", variant="e"),
+        "interrupted": fake_trial("i", variant="f"),
+    }
+    for trial in trials.values():
+        logger.log_trial_start(trial)
+    for name in ("finished", "asha"):
+        logger.log_trial_end(trials[name])
+    for name in ("diverged", "oom", "died"):
+        logger.log_trial_end(trials[name], failed=True)
+    assert tracker.close_unfinished_trials() == 1
+    runs = {run.data.tags["trial_id"]: run for run in tracker.trial_runs()}
+    assert runs["f"].info.status == "FINISHED"
+    assert runs["s"].info.status == "KILLED" and runs["s"].data.tags["stop_reason"] == "asha"
+    assert runs["s"].data.tags["stopped_at_cycle"] == "1"
+    assert runs["d"].info.status == "FAILED" and runs["d"].data.tags["error"] == "ValueError: loss is nan"
+    assert runs["d"].data.tags["error_kind"] == "deterministic" and runs["d"].data.tags["retry"] == "no"
+    assert runs["o"].data.tags["error_kind"] == "transient" and "retry" not in runs["o"].data.tags
+    assert runs["k"].data.tags["error"] == "the trial process died: see /x/error.txt"
+    assert runs["i"].info.status == "KILLED" and runs["i"].data.tags["stop_reason"] == "interrupted"
+
+    outcome = StudyOutcome.of(load_space("smoke"), list(runs.values()))  # the smoke grid expects 2 trials
+    assert (outcome.expected, outcome.finished, outcome.failed, outcome.unfinished) == (6, 2, 3, 1)
+    assert outcome.status == "KILLED" and outcome.exit_code == 130
+
+
+def test_a_resumed_driver_reopens_the_same_runs(tracking_uri, tmp_path):
     client = MlflowClient(tracking_uri)
-    parent_id = StudyTracker(tracking_uri, "resume").start({"a": 1}, {}, resume=False)
-    first = TrialTracker(tracking_uri, parent_id, "trial_1", "resume")
-    first.start({"seed": 0}, {"cache_hit": False})
-    first.log_cycle({"cycle": 0, "target_mAP": 10.0})
-    first.end("FAILED")
+    tracker, logger = study(tracking_uri, "resume")
+    trial = fake_trial("r1", error=OSError("node lost"))
+    logger.log_trial_start(trial)
+    logger.log_trial_result(1, trial, {"cycle": 0, "target_mAP": 10.0})
+    logger.on_checkpoint(1, [], trial, checkpoint(tmp_path / "c0", ["source,0,1,5.0,1.5"]))
+    logger.log_trial_end(trial, failed=True)
+    tracker.finish("FAILED")
 
     again = StudyTracker(tracking_uri, "resume")
-    assert again.start({"a": 1}, {}, resume=True) == parent_id
-    second = TrialTracker(tracking_uri, parent_id, "trial_1", "resume")
-    second.start({"seed": 0}, {"cache_hit": True})
-    assert second.run_id == first.run_id
-    assert client.get_run(second.run_id).info.status == "RUNNING"
-    second.log_cycle({"cycle": 1, "target_mAP": 12.0})
-    other = TrialTracker(tracking_uri, parent_id, "trial_2", "resume")
-    other.start({"seed": 1}, {})
-    assert other.run_id != first.run_id
-
-    experiment_id = client.get_experiment_by_name("resume").experiment_id
-    runs = client.search_runs([experiment_id])
-    assert len(runs) == 3  # one parent, two trials: nothing duplicated
-    assert client.get_run(first.run_id).data.tags["cache_hit"] == "True"
-    assert metric_steps(client, first.run_id, "target_mAP") == [(0, 10.0), (1, 12.0)]
-
-    fresh = StudyTracker(tracking_uri, "resume").start({"a": 1}, {}, resume=False)
-    assert fresh != parent_id
+    assert again.start({}, {}, resume=True) == tracker.run_id
+    restored = pickle.loads(pickle.dumps(logger))  # Tune restores its callbacks from tuner.pkl
+    restored.log_trial_start(trial)
+    (run,) = again.trial_runs()
+    assert run.info.status == "RUNNING" and run.data.tags["retried_after"] == "OSError: node lost"
+    assert not {"error", "error_kind"} & set(run.data.tags)
+    restored.log_trial_result(2, trial, {"cycle": 0, "target_mAP": 10.5})  # Ray's state lagged: cycle 0 redone
+    restored.log_trial_result(2, trial, {"cycle": 1, "target_mAP": 12.0})
+    # The restarted trial's checkpoint holds the old epoch and a new one: each is logged once.
+    restored.on_checkpoint(2, [], trial, checkpoint(tmp_path / "c1", ["source,0,1,5.0,1.5", "adapt,1,1,3.0,0.5"]))
+    assert metric_steps(client, run.info.run_id, "target_mAP") == [(0, 10.0), (1, 12.0)]
+    assert metric_steps(client, run.info.run_id, "epoch_loss_total") == [(0, 5.0), (1, 3.0)]
+    assert len(client.search_runs([run.info.experiment_id])) == 2  # one parent, one trial: nothing duplicated
+    assert StudyTracker(tracking_uri, "resume").start({}, {}, resume=False) != tracker.run_id
 
 
-def test_history_logging_is_idempotent(tracking_uri, tmp_path):
-    client = MlflowClient(tracking_uri)
-    parent_id = StudyTracker(tracking_uri, "history").start({}, {}, resume=False)
-    trial = TrialTracker(tracking_uri, parent_id, "trial_h", "history")
-    trial.start({}, {})
-    csv_path = history(tmp_path / "history.csv", [("source", 0, 1, 5.0, 3.0, 1.5, 0.5),
-                                                  ("source", 0, 2, 4.0, 2.5, 1.0, "")])
-    trial.log_history(csv_path)
-    trial.log_history(csv_path)
-    assert metric_steps(client, trial.run_id, "epoch_loss_total") == [(0, 5.0), (1, 4.0)]
-    assert metric_steps(client, trial.run_id, "epoch_loss_center") == [(0, 0.5)]
-
-    # after a restart the checkpoint's history.csv holds the old rows plus the new ones
-    history(csv_path, [("source", 0, 1, 5.0, 3.0, 1.5, 0.5), ("source", 0, 2, 4.0, 2.5, 1.0, ""),
-                       ("adapt", 1, 1, 3.0, 2.0, 0.75, 0.25)])
-    TrialTracker(tracking_uri, parent_id, "trial_h", "history").start({}, {})
-    resumed = TrialTracker(tracking_uri, parent_id, "trial_h", "history")
-    resumed.start({}, {})
-    resumed.log_history(csv_path)
-    assert metric_steps(client, trial.run_id, "epoch_loss_total") == [(0, 5.0), (1, 4.0), (2, 3.0)]
-    assert metric_steps(client, trial.run_id, "epoch_loss_triplet") == [(0, 1.5), (1, 1.0), (2, 0.75)]
-    assert "epoch_epoch" not in client.get_run(trial.run_id).data.metrics
+def test_a_parent_left_by_a_dead_driver_is_closed_on_resume(tracking_uri, capsys):
+    tracker, logger = study(tracking_uri, "dead")
+    logger.log_trial_start(fake_trial("x"))  # the driver was SIGKILLed here: parent and trial RUNNING
+    StudyTracker(tracking_uri, "dead").start({}, {}, resume=True)
+    assert "is gone: marked KILLED with 1 open trial run(s)" in capsys.readouterr().out
+    (run,) = tracker.trial_runs()
+    assert run.info.status == "KILLED" and run.data.tags["stop_reason"] == "interrupted"
 
 
-def test_bad_input_messages(tracking_uri, tmp_path):
+def test_bad_input_messages(tracking_uri):
     with pytest.raises(ValueError, match="no MLflow experiment named 'missing'"):
-        TrialTracker(tracking_uri, "0" * 32, "t", "missing").start({}, {})
-    parent_id = StudyTracker(tracking_uri, "bad").start({}, {}, resume=False)
-    trial = TrialTracker(tracking_uri, parent_id, "t", "bad")
-    with pytest.raises(RuntimeError, match="call TrialTracker.start"):
-        trial.log_cycle({"cycle": 0})
-    trial.start({}, {})
-    with pytest.raises(ValueError, match="'cycle' key"):
-        trial.log_cycle({"target_mAP": 1.0})
-    with pytest.raises(ValueError, match="'target_mAp' is not declared in reidmodel.cycle_metrics: did you mean "
-                                         "target_mAP"):
-        trial.log_cycle({"cycle": 0, "target_mAp": 1.0})
-    with pytest.raises(FileNotFoundError, match="history.csv"):
-        trial.log_history(tmp_path / "history.csv")
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        trial.log_artifacts([tmp_path / "nothing.png"])
-
-
-def test_close_open_trials_marks_only_running_children(tracking_uri):
-    study = StudyTracker(tracking_uri, "closing")
-    parent = study.start({"name": "closing"}, {}, resume=False)
-    stopped = TrialTracker(tracking_uri, parent, "stopped_by_scheduler", "closing")
-    stopped.start({"a": 1}, {})
-    finished = TrialTracker(tracking_uri, parent, "finished", "closing")
-    finished.start({"a": 2}, {})
-    finished.end("FINISHED")
-    assert study.close_open_trials() == 1
-    client = MlflowClient(tracking_uri)
-    assert client.get_run(stopped.run_id).info.status == "KILLED"
-    assert client.get_run(finished.run_id).info.status == "FINISHED"
-    assert study.close_open_trials() == 0
+        find_experiment_id(MlflowClient(tracking_uri), "missing", tracking_uri, create=False)
+    with pytest.raises(RuntimeError, match="call start"):
+        StudyTracker(tracking_uri, "bad").finish()
+    _, logger = study(tracking_uri, "bad")
+    with pytest.raises(LookupError, match="trial nope has no MLflow run"):
+        logger.log_trial_result(1, fake_trial("nope"), {"cycle": 0})

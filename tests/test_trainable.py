@@ -3,8 +3,9 @@
 import pickle
 
 from reidmodel.config import apply_overrides, preset
-from study.trainable import DegenerateULAStopper, TrialOutcome, trial_outcome
-from study.trial import TrialConfigs, trial_label, trial_tags
+from study.tracking import TrialLogger
+from study.trainable import DegenerateULAStopper
+from study.trial import TrialConfigs, trial_label, trial_outcome, trial_tags
 from tests.tiny_studies import trial_context
 
 STUDY = trial_context(name="abl", space="ablation", preset="cpu", fixed={"adapt.cycles": 3}, scheduler="asha")
@@ -46,7 +47,7 @@ def test_degenerate_stopper_follows_the_trial_config():
 
 def test_stopper_and_callback_share_the_configs_after_a_resume():
     configs = TrialConfigs()
-    saved = pickle.dumps([DegenerateULAStopper(configs), TrialOutcome("sqlite:///x", "p", "none", configs)])
+    saved = pickle.dumps([DegenerateULAStopper(configs), TrialLogger("sqlite:///x", "p", "abl", "none", configs)])
     stopper, callback = pickle.loads(saved)
     assert stopper.configs is callback.configs
 

@@ -8,19 +8,21 @@ from study.spaces import load_space
 from study.trial import TrialConfigs, TrialContext, trial_config
 from tests.tiny_studies import trial_context
 
-# The keys a trial's params held under "study" before TrialContext: a study saved then must still resume.
-SAVED_KEYS = ["name", "space", "preset", "fixed", "tracking_uri", "parent_run_id", "cache_dir", "cpus_per_trial",
-              "scheduler"]
+# The keys a trial's params hold under "study". Trials need no MLflow since the driver logs them.
+KEYS = ["name", "space", "preset", "fixed", "cache_dir", "cpus_per_trial", "scheduler"]
 
 
-def test_context_travels_as_the_dict_saved_studies_hold(tmp_path):
+def test_context_travels_as_a_plain_dict_and_reads_the_one_older_studies_saved(tmp_path):
     space = load_space("smoke")
     paths = StudyPaths.resolve("smoke_try", tmp_path)
-    context = TrialContext.for_study(space, paths, parent_run_id="p1")
+    context = TrialContext.for_study(space, paths)
     param = context.as_param()
-    assert list(param) == SAVED_KEYS
+    assert list(param) == KEYS
     assert param["cache_dir"] == str(tmp_path.resolve() / "cache" / "pretrain") and param["name"] == "smoke_try"
     assert TrialContext.of({"study": param}) == context
+    # A study started before the driver took over MLflow saved its tracking URI and parent run in every trial.
+    saved = {**param, "tracking_uri": "sqlite:///old.db", "parent_run_id": "p1"}
+    assert TrialContext.of({"study": saved}) == context
 
 
 def test_driver_builds_each_trial_config_once_and_saves_none(monkeypatch):

@@ -1,9 +1,13 @@
 """Tiny search studies on the smoke space's data, run through the real CLIs (shared by the e2e tests), and the
 trial context of tests that build a trial's config without Ray."""
 
+import os
+import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import yaml
 
@@ -36,6 +40,27 @@ def run_study(space: Path, results: Path) -> subprocess.CompletedProcess:
 
 def trial_context(**fields) -> dict:
     """A TrialContext as it travels in a trial's params; the fields a test leaves out are empty or defaults."""
-    empty = {"name": "test", "space": "test", "preset": "cpu", "fixed": {}, "tracking_uri": "", "parent_run_id": "",
-             "cache_dir": "", "cpus_per_trial": 1, "scheduler": "none"}
+    empty = {"name": "test", "space": "test", "preset": "cpu", "fixed": {}, "cache_dir": "", "cpus_per_trial": 1,
+             "scheduler": "none"}
     return TrialContext(**{**empty, **fields}).as_param()
+
+
+class FakeTrial(SimpleNamespace):
+    """What TrialLogger reads of a Ray Tune Trial, without Ray running."""
+
+    def __str__(self) -> str:
+        return f"train_trial_{self.trial_id}"
+
+
+def fake_trial(trial_id: str, *, error: BaseException | None = None, last_result: dict | None = None,
+               variant: str = "ULA(750)") -> FakeTrial:
+    context = trial_context(name="t", space="smoke", fixed={"adapt.cycles": 2})
+    params = {"study": context, "direction": "synthetic_duke->synthetic_market", "seed": 1,
+              "variant": {"name": variant, "set": {"kd.enabled": False}}}
+    pickled = None
+    if error is not None:  # Ray pickles the trial's exception wrapped, with the trial's own as its cause
+        handle, pickled = tempfile.mkstemp(suffix=".pkl")
+        os.write(handle, pickle.dumps(SimpleNamespace(cause=error)))
+        os.close(handle)
+    return FakeTrial(trial_id=trial_id, config=params, last_result=last_result or {}, error_file="/x/error.txt",
+                     pickled_error_file=pickled)

@@ -2,15 +2,15 @@
 results; each study owns its results folder; reports are swapped in whole."""
 
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from study.outcome import publish_report, swap_in
 from study.run import main, space_dict
 from study.spaces import load_space
-from study.tracking import TAG_DRIVER, StudyTracker, TrialTracker
+from study.tracking import StudyTracker, TrialLogger
+from study.trial import TrialConfigs
+from tests.tiny_studies import fake_trial
 
 from .helpers import (
     checkpoint_saved,
@@ -64,9 +64,10 @@ def _tracked_study(results, name="smoke"):
     uri = f"sqlite:///{results / 'mlflow.db'}"
     tracker = StudyTracker(uri, name)
     parent = tracker.start(space_dict(load_space("smoke")), {}, resume=False)
-    trial = TrialTracker(uri, parent, "trial_0", name)
-    trial.start({"kd.mu": 0.5}, {"variant": "ULA", "direction": "synthetic_duke->synthetic_market"})
-    trial.log_cycle({"cycle": 0, "target_mAP": 20.0, "target_R1": 10.0})
+    logger = TrialLogger(uri, parent, name, "none", TrialConfigs())
+    trial = fake_trial("trial_0", variant="ULA")
+    logger.log_trial_start(trial)
+    logger.log_trial_result(1, trial, {"cycle": 0, "target_mAP": 20.0, "target_R1": 10.0})
     return uri, tracker
 
 
@@ -74,10 +75,7 @@ def test_report_goes_to_partial_unless_finished_and_a_dead_driver_is_marked(tmp_
     uri, tracker = _tracked_study(tmp_path)
     finished = finished_study_folder(tmp_path, "smoke")
     before = snapshot(finished)
-    # A driver killed with SIGKILL leaves its parent RUNNING: the report sees that it is gone.
-    host = tracker.client.get_run(tracker.run_id).data.tags[TAG_DRIVER].split(":")[0]
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    tracker.client.set_tag(tracker.run_id, TAG_DRIVER, f"{host}:{dead.stdout.strip()}:1")
+    # A driver killed with SIGKILL leaves its parent RUNNING and its lock free: the report sees that it is gone.
     readme = publish_report("smoke", tmp_path, uri)
     assert readme == tmp_path / "smoke.partial" / "README.md"
     assert readme.read_text().startswith("> **Partial report**: the study's MLflow parent run is KILLED (driver ")
