@@ -38,7 +38,7 @@ from reidmodel.checkpoint import (
     save_source,
 )
 from reidmodel.config import ExperimentConfig, to_yaml
-from reidmodel.cycle_metrics import LOSS_KEYS, ULA_KEYS, cycle_metric_names, metric
+from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS, cmc_rank, cycle_metric_names, metric
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -338,13 +338,8 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     else:  # distances computed a chunk of queries at a time, never the full matrix
         result = evaluate_features(query, gallery, *ids, max_rank=config.eval.max_rank, metric=config.eval.distance)
     cmc = result["cmc"]
-    return {
-        "mAP": 100 * result["mAP"],
-        "R1": 100 * float(cmc[0]),
-        "R5": 100 * float(cmc[min(4, len(cmc) - 1)]),
-        "R10": 100 * float(cmc[min(9, len(cmc) - 1)]),
-        "mINP": 100 * result["mINP"],
-    }
+    return {key: 100 * (result[key] if cmc_rank(key) is None else float(cmc[min(cmc_rank(key), len(cmc)) - 1]))
+            for key in EVAL_KEYS}
 
 
 def save(run: Run, state: AdaptState, workdir: Path) -> Path:

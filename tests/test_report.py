@@ -9,7 +9,7 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from reidmodel.cycle_metrics import metric  # noqa: E402
-from study import report  # noqa: E402
+from study import publish, report  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialTracker  # noqa: E402
@@ -40,12 +40,11 @@ def cycle_metrics(index: int, seed: int, cycle: int, requested: float) -> dict:
 def study(tmp_path_factory):
     """The real ablation space on two seeds: every variant in both directions, three cycles each. K is 30
     (below the 41-42 clusters) except for ULA(850), whose K of 45 never binds."""
-    from study.run import space_dict
     from study.spaces import load_space
 
     results = tmp_path_factory.mktemp("results")
     uri = default_tracking_uri(results)
-    space = space_dict(load_space("ablation", seeds=[0, 1]))
+    space = load_space("ablation", seeds=[0, 1]).model_dump(mode="json")
     study_tracker = StudyTracker(uri, "ablation")
     parent_id = study_tracker.start(space, {"samples": 1}, resume=False)
     trials = {}
@@ -192,10 +191,10 @@ def json_number(value: float) -> str:
 
 def test_cli_and_errors(study, capsys):
     results, _, _ = study
-    report.main(["--study", "ablation", "--results-dir", str(results)])
+    publish.main(["--study", "ablation", "--results-dir", str(results)])
     assert capsys.readouterr().out.strip() == str(results / "ablation" / "README.md")
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--study", "nope", "--results-dir", str(results)])
+        publish.main(["--study", "nope", "--results-dir", str(results)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "no MLflow experiment named 'nope'" in message and len(message.strip().splitlines()) == 1

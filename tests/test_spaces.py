@@ -147,7 +147,7 @@ def test_hpo_is_an_optuna_search_with_asha():
     }
     assert space.search.num_samples >= 40  # enough for TPE to leave its random start-up
     # Pre-training-side settings stay discrete, so the cache serves repeats.
-    assert space.params["model.attention"]["type"] == space.params["loss.center_weight"]["type"] == "choice"
+    assert space.params["model.attention"].type == space.params["loss.center_weight"].type == "choice"
     assert space.search.start_points[0].name == "paper default"
     assert space.search.metrics == ["target_mAP"] and space.search.modes == ["max"]
     assert space.base_config().ula.eps_mode == "fixed"  # otherwise ula.eps would not matter

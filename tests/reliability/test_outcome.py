@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from study.outcome import publish_report, swap_in
-from study.run import main, space_dict
+from study.publish import publish_report, swap_in
+from study.run import main
 from study.spaces import load_space
 from study.tracking import TAG_DRIVER, StudyTracker, TrialTracker
 
@@ -63,7 +63,7 @@ def _tracked_study(results, name="smoke"):
     """A study in MLflow with one trial run and one logged cycle, without running it."""
     uri = f"sqlite:///{results / 'mlflow.db'}"
     tracker = StudyTracker(uri, name)
-    parent = tracker.start(space_dict(load_space("smoke")), {}, resume=False)
+    parent = tracker.start(load_space("smoke").model_dump(mode="json"), {}, resume=False)
     trial = TrialTracker(uri, parent, "trial_0", name)
     trial.start({"kd.mu": 0.5}, {"variant": "ULA", "direction": "synthetic_duke->synthetic_market"})
     trial.log_cycle({"cycle": 0, "target_mAP": 20.0, "target_R1": 10.0})
