@@ -28,7 +28,7 @@ from reidmodel.config import (
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.messages import suggest
-from reidmodel.schema import Int, Settings, Text, error_line
+from reidmodel.schema import Int, Settings, Text, error_line, yaml_schema
 from study.tables import COLUMNS, Tables, check_variants
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
@@ -114,6 +114,8 @@ class _Range(Settings):
 
 
 class ChoiceDistribution(Settings):
+    """A categorical: the sampler draws one of the values (grid too: it is not exhaustive, use kind: grid)."""
+
     type: Literal["choice", "grid"] = Field(description="choice, or grid: a categorical the sampler draws from")
     values: list[Any] = Field(min_length=1, description="the values to draw from")
 
@@ -122,17 +124,23 @@ class ChoiceDistribution(Settings):
 
 
 class UniformDistribution(_Range):
+    """A real number between low and high."""
+
     type: Literal["uniform"]
     low: float = Field(description="lowest value")
     high: float = Field(description="highest value")
 
 
 class LogUniformDistribution(UniformDistribution):
+    """A real number between low and high, drawn on a log scale."""
+
     type: Literal["loguniform"]
     low: float = Field(gt=0, description="lowest value (a log scale needs it > 0; use uniform otherwise)")
 
 
 class IntDistribution(_Range):
+    """A whole number between low and high, step apart."""
+
     type: Literal["int"]
     low: int = Field(description="lowest value")
     high: int = Field(description="highest value")
@@ -380,3 +388,7 @@ def _check_configs(space: StudySpace) -> None:
         variant = next((v for v in space.variants if v.name == trial.get("variant")), None)
         trial_set = {**direction_overrides(trial["direction"]), **(variant.set if variant else {})}
         check_overrides(base, trial_set, f"{path}: {trial['direction']} {trial.get('variant', '')}".rstrip())
+
+
+if __name__ == "__main__":
+    print("\n".join(yaml_schema(SpaceFile)))  # search_spaces/README.md's schema block
