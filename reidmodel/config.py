@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
 from reidmodel.messages import one_line
 from reidmodel.schema import Int, Settings, Text, error_line
@@ -23,6 +23,9 @@ from reidmodel.schema import Int, Settings, Text, error_line
 AttentionStage = Literal["conv3", "conv4", "conv5"]
 ATTENTION_STAGES: tuple[str, ...] = get_args(AttentionStage)
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+# Marks a setting (or a whole section) that stage 1, the source pre-training, reads: the pre-training cache key
+# (reidmodel.pipeline.pretrain_signature) is every marked setting, so a new one needs only this mark.
+SOURCE_STAGE = {"stage": "source"}
 
 
 class _Loader(yaml.SafeLoader):
@@ -58,29 +61,41 @@ class DataConfig(Settings):
     """Datasets, input size, the P x K sampler and augmentation (docs/data.md)."""
 
     root: Text | None = Field(
-        None, description="folder holding the datasets; null: the embedded synthetic benchmark, generated on "
+        None, json_schema_extra=SOURCE_STAGE,
+        description="folder holding the datasets; null: the embedded synthetic benchmark, generated on "
         "first use into data.synthetic_cache")
     source: Text = Field(
-        "dukemtmc", description="labelled source dataset: market1501, dukemtmc, msmt17, synthetic_market, "
+        "dukemtmc", json_schema_extra=SOURCE_STAGE,
+        description="labelled source dataset: market1501, dukemtmc, msmt17, synthetic_market, "
         "synthetic_duke or a Market-layout folder under root")
     target: Text = Field("market1501", description="unlabelled target dataset (names as for data.source)")
-    height: Int = Field(256, gt=0, description="input image height in pixels")
-    width: Int = Field(128, gt=0, description="input image width in pixels")
-    batch_size: Int = Field(64, gt=0, description="training images per batch (P identities x K images)")
+    height: Int = Field(256, gt=0, json_schema_extra=SOURCE_STAGE, description="input image height in pixels")
+    width: Int = Field(128, gt=0, json_schema_extra=SOURCE_STAGE, description="input image width in pixels")
+    batch_size: Int = Field(
+        64, gt=0, json_schema_extra=SOURCE_STAGE,
+        description="training images per batch (P identities x K images)")
     num_instances: Int = Field(
-        4, ge=1, description="K of the P x K identity sampler: images per identity in a batch (<= batch_size)")
+        4, ge=1, json_schema_extra=SOURCE_STAGE,
+        description="K of the P x K identity sampler: images per identity in a batch (<= batch_size)")
     workers: Int = Field(4, ge=0, description="data-loading worker processes; 0 loads in the training process")
     in_memory: bool = Field(
         False, description="decode every image once and keep the uint8 tensors in memory (small datasets)")
-    flip_prob: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
-    pad: Int = Field(10, ge=0, description="zero padding in pixels before the random crop; 0: no crop")
+    flip_prob: float = Field(
+        0.5, ge=0, le=1, json_schema_extra=SOURCE_STAGE, description="probability of a horizontal flip")
+    pad: Int = Field(
+        10, ge=0, json_schema_extra=SOURCE_STAGE,
+        description="zero padding in pixels before the random crop; 0: no crop")
     color_jitter: float = Field(
-        0.2, ge=0, description="brightness/contrast/saturation jitter strength; 0 disables it")
-    random_erasing_prob: float = Field(0.5, ge=0, le=1, description="probability of random erasing")
+        0.2, ge=0, json_schema_extra=SOURCE_STAGE,
+        description="brightness/contrast/saturation jitter strength; 0 disables it")
+    random_erasing_prob: float = Field(
+        0.5, ge=0, le=1, json_schema_extra=SOURCE_STAGE, description="probability of random erasing")
     synthetic_cache: Text = Field(
         "~/.cache/reid-study/synthetic", description="where the synthetic benchmark is generated and kept")
-    synthetic_ids: Int = Field(120, ge=4, description="training identities per synthetic domain")
-    synthetic_seed: Int = Field(0, description="seed the synthetic benchmark is generated from")
+    synthetic_ids: Int = Field(
+        120, ge=4, json_schema_extra=SOURCE_STAGE, description="training identities per synthetic domain")
+    synthetic_seed: Int = Field(
+        0, json_schema_extra=SOURCE_STAGE, description="seed the synthetic benchmark is generated from")
 
     @field_validator("num_instances")
     @classmethod
@@ -204,8 +219,10 @@ class RuntimeConfig(Settings):
     """Where and how a run executes: device, seed, precision, threads."""
 
     device: Text = Field("auto", description="auto, cpu, cuda or cuda:N (auto: cuda when available)")
-    seed: Int = Field(0, description="seed of every random draw: the same seed gives the same metrics")
-    amp: bool = Field(False, description="mixed precision on CUDA")
+    seed: Int = Field(
+        0, json_schema_extra=SOURCE_STAGE,
+        description="seed of every random draw: the same seed gives the same metrics")
+    amp: bool = Field(False, json_schema_extra=SOURCE_STAGE, description="mixed precision on CUDA")
     channels_last: bool = Field(False, description="channels-last memory format for convolutions")
     threads: Int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
 
@@ -222,9 +239,9 @@ class ExperimentConfig(Settings):
 
     preset: Text = Field("paper", description="the preset the values start from: paper or cpu")
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=LossConfig)
-    source: SourceConfig = Field(default_factory=SourceConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, json_schema_extra=SOURCE_STAGE)
+    loss: LossConfig = Field(default_factory=LossConfig, json_schema_extra=SOURCE_STAGE)
+    source: SourceConfig = Field(default_factory=SourceConfig, json_schema_extra=SOURCE_STAGE)
     ula: ULAConfig = Field(default_factory=ULAConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
@@ -344,6 +361,20 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def to_yaml(config: ExperimentConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def marked_settings(settings: BaseModel, mark: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value of every setting declared with ``json_schema_extra=mark``; a marked section counts
+    with all its settings."""
+    found: dict[str, Any] = {}
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if field.json_schema_extra == mark:
+            found.update(flatten({name: value.model_dump()}, prefix) if isinstance(value, BaseModel)
+                         else {f"{prefix}{name}": value})
+        elif isinstance(value, BaseModel):
+            found.update(marked_settings(value, mark, f"{prefix}{name}."))
+    return found
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from reidmodel.messages import suggest
 
 PERCENT, FRACTION, COUNT, REAL = ".1f", ".3f", ".0f", ".4g"
+MISSING = "–"  # the cell of a value not measured (ULA's at cycle 0, a metric the paper does not print)
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,9 @@ class Metric:
     help: str  # one line: what it measures
 
     def format(self, value) -> str:
-        """The cell text; "-" for a value the cycle did not measure (None or NaN)."""
+        """The cell text; MISSING for a value the cycle did not measure (None or NaN)."""
         if value is None or (isinstance(value, numbers.Real) and math.isnan(value)):
-            return "-"
+            return MISSING
         return format(value, self.fmt)
 
 
@@ -32,12 +33,12 @@ _CYCLE = (
     Metric("epoch", "epoch", COUNT, "training epochs so far, source pre-training included"),
     Metric("time_s", "time (s)", REAL, "seconds the cycle took: ULA, fine-tuning, KD merge and evaluation"),
 )
-# Per domain (target_*, source_*), in percent as in the paper's tables.
+# Per domain (target_*, source_*), in percent and in column order as in the paper's tables; R<k> is CMC rank k.
 _EVAL = {
-    "mAP": "mean average precision over the queries (%)",
     "R1": "CMC rank-1: queries whose nearest gallery image is a true match (%)",
     "R5": "CMC rank-5 (%)",
     "R10": "CMC rank-10 (%)",
+    "mAP": "mean average precision over the queries (%)",
     "mINP": "mean inverse negative penalty: how early the hardest true match is ranked (%)",
 }
 _DOMAINS = {"target": "unlabelled target domain", "source": "labelled source domain"}
@@ -76,6 +77,11 @@ CYCLE_KEYS = tuple(m.name for m in _CYCLE)
 EVAL_KEYS = tuple(_EVAL)
 ULA_KEYS = tuple(m.name.removeprefix("ula_") for m in _ULA)  # keys of ULAResult.diagnostics
 LOSS_KEYS = tuple(m.name for m in _LOSS)
+
+
+def cmc_rank(key: str) -> int | None:
+    """k of an evaluation key R<k>; None for mAP and mINP."""
+    return int(key[1:]) if key.startswith("R") else None
 
 
 def cycle_metric_names() -> list[str]:

@@ -37,8 +37,8 @@ from reidmodel.checkpoint import (
     save_cycle,
     save_source,
 )
-from reidmodel.config import ExperimentConfig, to_yaml
-from reidmodel.cycle_metrics import LOSS_KEYS, ULA_KEYS, cycle_metric_names, metric
+from reidmodel.config import SOURCE_STAGE, ExperimentConfig, marked_settings, to_yaml
+from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS, cmc_rank, cycle_metric_names, metric
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -109,24 +109,12 @@ def load_domain(config: ExperimentConfig, name: str) -> Domain:
 
 
 def pretrain_signature(config: ExperimentConfig) -> dict[str, Any]:
-    """Everything stage 1 depends on: two configs with equal signatures share one source checkpoint."""
-    data = config.data
-    root = None if data.root is None else str(Path(data.root).expanduser().resolve())
-    return {
-        "format": PRETRAIN_FORMAT,
-        "data": {
-            "root": root,
-            "source": data.source,
-            "synthetic": None if root else [data.synthetic_ids, data.synthetic_seed],
-            "size": [data.height, data.width],
-            "batch": [data.batch_size, data.num_instances],
-            "augment": [data.flip_prob, data.pad, data.color_jitter, data.random_erasing_prob],
-        },
-        "model": config.model.model_dump(),
-        "loss": config.loss.model_dump(),
-        "source": config.source.model_dump(),
-        "seed": config.runtime.seed,
-    }
+    """Everything stage 1 depends on, the settings reidmodel/config.py marks SOURCE_STAGE (the data root
+    resolved): two configs with equal signatures share one source checkpoint."""
+    settings = marked_settings(config, SOURCE_STAGE)
+    root = settings["data.root"]
+    settings["data.root"] = None if root is None else str(Path(root).expanduser().resolve())
+    return {"format": PRETRAIN_FORMAT, **settings}
 
 
 def pretrain_source(
@@ -338,13 +326,8 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     else:  # distances computed a chunk of queries at a time, never the full matrix
         result = evaluate_features(query, gallery, *ids, max_rank=config.eval.max_rank, metric=config.eval.distance)
     cmc = result["cmc"]
-    return {
-        "mAP": 100 * result["mAP"],
-        "R1": 100 * float(cmc[0]),
-        "R5": 100 * float(cmc[min(4, len(cmc) - 1)]),
-        "R10": 100 * float(cmc[min(9, len(cmc) - 1)]),
-        "mINP": 100 * result["mINP"],
-    }
+    return {key: 100 * (result[key] if cmc_rank(key) is None else float(cmc[min(cmc_rank(key), len(cmc)) - 1]))
+            for key in EVAL_KEYS}
 
 
 def save(run: Run, state: AdaptState, workdir: Path) -> Path:

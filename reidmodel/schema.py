@@ -12,6 +12,7 @@ from __future__ import annotations
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
@@ -110,6 +111,45 @@ def error_line(exc: ValidationError, model: type[BaseModel], noun: str = "key") 
         problem, fix = _PROBLEMS.get(kind, (f"is not allowed ({error['msg'][0].lower()}{error['msg'][1:]})",
                                             "fix the value"))
     return f"{what} {problem}: {fix}" + (f" - {_help(field)}" if _help(field) else "")
+
+
+def yaml_schema(model: type[BaseModel], indent: str = "", column: int = 36) -> list[str]:
+    """A settings model's keys as YAML, each with what it takes, its default and its help from ``column`` on: a
+    file format's documentation read off its declaration (a list of settings shown as one ``- `` item, a mapping
+    of them as ``KEY:`` once per kind)."""
+    lines = []
+    for key, field in model.model_fields.items():
+        shape, members = _settings_inside(field.annotation)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        shown = "" if shape or default in (None, "", [], {}) else f"; default: {_flow_yaml(default)}"
+        takes = "mapping" if get_origin(_members(field.annotation)[0]) is dict else type_text(field)
+        head = f"{indent}{key}:" + ("" if shape else f" {takes}")
+        lines.append(_commented(head, (field.description or "") + shown, column))
+        for member in members:
+            if shape == "dict":
+                lines.append(_commented(f"{indent}  KEY:", member.__doc__ or "", column))
+            nested = yaml_schema(member, indent + ("  " if shape == "model" else "    "), column)
+            if shape == "list":
+                nested[0] = f"{indent}  - {nested[0].lstrip()}"
+            lines += nested
+    return lines
+
+
+def _settings_inside(annotation: Any) -> tuple[str, list[type[BaseModel]]]:
+    """("model" | "list" | "dict", the settings models) for a field that holds settings, else ("", [])."""
+    annotation = _members(annotation)[0]
+    shape = {list: "list", dict: "dict"}.get(get_origin(annotation), "model")
+    members = [annotation] if shape == "model" else _members(_item(annotation))
+    found = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+    return (shape, found) if found else ("", [])
+
+
+def _commented(head: str, comment: str, column: int) -> str:
+    return f"{head:<{column}} # {comment}" if comment else head
+
+
+def _flow_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).removesuffix("...\n").strip()
 
 
 def _locate(model: type[BaseModel], loc: tuple) -> tuple[str, FieldInfo | None, type[BaseModel], Any]:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from study.paths import StudyPaths
-from study.spaces import SpaceError, direction_overrides, load_space
+from study.spaces import SpaceError, SpaceFile, direction_overrides, load_space
 
 PAPER_DEFAULT_VARIANT = "ULA(750)+KD(0.5)"
 FIRST_FRESH_SEED = 100  # confirmation seeds start here, away from the 0, 1, 2 of grids and searches
@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}\n"
-                              + yaml.dump(space, Dumper=_PlainDumper, sort_keys=False))
+                              + yaml.dump(space.model_dump(mode="json", exclude_defaults=True), Dumper=_PlainDumper,
+                                          sort_keys=False))
     elif not space_file.is_file():
         print(f"error: --resume: no confirmation space {space_file}: drop --resume to start it", file=sys.stderr)
         return 2
@@ -77,8 +78,8 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str) -> dict[str, Any]:
-    """The grid (as a space file's mapping) that retrains the search's best trial beside its references."""
+def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str) -> SpaceFile:
+    """The grid (a validated space file) that retrains the search's best trial beside its references."""
     from study.report import (  # study.tracking sets MLflow's env first
         MlflowClient,
         load_runs,
@@ -96,7 +97,7 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str)
     best_set = config_diff(trial_config_flat(client, best_run), fixed, searched["preset"], direction)
     used = {int(run.data.tags["seed"]) for run in children if run.data.tags.get("seed", "").isdigit()}
     seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
-    return {
+    return SpaceFile.model_validate({
         "name": name,
         "description": (f"The best trial of {study} ({best_run.info.run_name}, final target mAP {best_value:.2f} "
                         f"on seed(s) {sorted(used)}) against the paper default and the supervised upper bound, "
@@ -110,7 +111,7 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str)
         "tables": [confirmation_table(study, best_run.info.run_name)],
         "scheduler": {"type": "none"},
         "resources": searched.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
-    }
+    })
 
 
 def confirmation_variants(best_set: dict[str, Any], direction: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 RAY_DIR = "ray"
 CACHE_DIR = "cache/pretrain"
 OPTUNA_DB = "optuna.db"
+PARTIAL_SUFFIX = ".partial"  # results/<name>.partial/: the report of a study that did not finish
 
 
 def default_tracking_uri(results_dir: Path) -> str:

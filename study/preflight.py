@@ -23,8 +23,7 @@ from urllib.parse import urlparse
 from reidmodel.config import ExperimentConfig, apply_overrides
 from reidmodel.cycle_metrics import cycle_metric_names
 from reidmodel.messages import suggest
-from study.outcome import PARTIAL_SUFFIX
-from study.paths import StudyPaths
+from study.paths import PARTIAL_SUFFIX, StudyPaths
 from study.spaces import Resources, SpaceError, StudySpace
 
 TIMEOUT_S = 5.0  # per network probe; a tracking URI or address check fails within about 10 s
@@ -99,8 +98,8 @@ def candidate_configs(space: StudySpace) -> list[ExperimentConfig]:
     base = space.base_config()
     configs = [base] + [apply_overrides(base, variant.set) for variant in space.variants]
     for key, dist in space.params.items():
-        if dist["type"] in ("choice", "grid"):
-            configs += [apply_overrides(base, {key: value}) for value in dist["values"]]
+        if dist.type in ("choice", "grid"):
+            configs += [apply_overrides(base, {key: value}) for value in dist.values]
     return configs
 
 
@@ -158,7 +157,7 @@ def check_tracking_uri(uri: str) -> None:
             reason = getattr(exc, "reason", exc)
             reason = getattr(reason, "strerror", None) or reason
             raise SpaceError(f"--tracking-uri {uri} is not reachable ({reason}; waited up to {TIMEOUT_S:g} s): start "
-                             "the MLflow server or pass a --tracking-uri the driver and workers can reach") from exc
+                             "the MLflow server or pass a --tracking-uri the driver can reach") from exc
     elif parsed.scheme == "sqlite":
         database = uri[len("sqlite:///"):]
         if database and database != ":memory:":
@@ -197,37 +196,12 @@ def check_address(address: str) -> None:
                          "address `ray start --head` printed (HOST:6379 by default)")
 
 
-def connect_ray(address: str | None, resources: Resources) -> None:
-    """Start a local Ray, never a cluster that /tmp/ray/ray_current_cluster names (a dead one would be
-    retried forever), or join ``address``; then check that one node can hold a trial."""
-    import ray
-
-    if address is None:
-        ray.init(address="local", include_dashboard=False, configure_logging=False)
-    else:
-        try:
-            ray.init(address=address, include_dashboard=False, configure_logging=False)
-        except Exception as exc:  # AuthenticationError, ConnectionError: the probe passed but the join did not
-            hint = TOKEN_FIX if type(exc).__name__ == "AuthenticationError" else "check the address and the head"
-            raise SpaceError(f"--address {address}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}: "
-                             f"{hint}") from exc
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    for key, need, flag in (("CPU", resources.cpus_per_trial, "--cpus-per-trial"),
-                            ("GPU", resources.gpus_per_trial, "--gpus-per-trial")):
-        most = max((node.get(key, 0) for node in nodes), default=0)
-        if need > most:
-            where = "this machine" if address is None else f"the Ray cluster at {address}"
-            raise SpaceError(f"each trial needs {need:g} {key}(s) but no node of {where} has more than {most:g}: "
-                             f"pass {flag} {most:g} or less, or add a node that has them")
-
-
 def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     """A resumed study runs its unfinished trials with the config they started with (Tune restores it), so a
     changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys."""
     from mlflow import MlflowClient
 
     from reidmodel.config import flatten
-    from study.run import space_dict
     from study.tracking import TAG_ROLE, logged_params
 
     client = MlflowClient(paths.tracking_uri)
@@ -242,7 +216,7 @@ def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     # The parent run logged the space's keys as params at the first start (study.tracking.StudyTracker.start).
     ignored = ("space.resources.", "space.path")  # where and with how much it runs may change; what it runs not
     before = {k: v for k, v in parent.data.params.items() if k.startswith("space.") and not k.startswith(ignored)}
-    now = {k: v for k, v in logged_params({f"space.{k}": v for k, v in flatten(space_dict(space)).items()}).items()
+    now = {k: v for k, v in logged_params({f"space.{k}": v for k, v in flatten(space.model_dump(mode="json")).items()}).items()
            if not k.startswith(ignored)}
     if not before:  # a study started before its space was logged: nothing to compare with
         return

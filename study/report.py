@@ -12,7 +12,6 @@ Figure (Agg canvas): no pyplot backend switch, no global figure state.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,9 +33,8 @@ from matplotlib.ticker import MaxNLocator
 from mlflow import MlflowClient
 
 from reidmodel.config import list_text
-from reidmodel.cycle_metrics import metric
+from reidmodel.cycle_metrics import MISSING, metric
 from study import tables
-from study.outcome import publish_report
 from study.paths import default_tracking_uri
 from study.spaces import table_column
 from study.tables import Table, parse_tables
@@ -48,12 +46,10 @@ from study.tracking import (
     find_experiment_id,
 )
 
-DIRECTIONS = ("D->M", "M->D")
 OBJECTIVE = "target_mAP"
 # The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
 ULA_TABLE = ("ula_num_clusters", "ula_requested_classes", "ula_num_classes", "ula_num_labelled",
              "ula_labelled_fraction", "ula_precision", "ula_recall", "ula_degenerate", "target_mAP")
-MISSING = "–"  # a value not measured, e.g. ULA's at cycle 0
 
 
 def _missing(value) -> bool:
@@ -360,7 +356,7 @@ def _label(trials: pd.DataFrame, name: str) -> str:
 
 def plot_cycles(cycles: pd.DataFrame, trials: pd.DataFrame, keys: dict[str, str], path: Path) -> None:
     """One row of panels per metric, one column per table direction, one line per trial."""
-    columns = [c for c in DIRECTIONS if (trials["column"] == c).any()] or [None]
+    columns = [c for c in tables.COLUMNS if (trials["column"] == c).any()] or [None]
     figure = Figure(figsize=(8 * len(columns), 4 * len(keys)), layout="tight")
     axes = figure.subplots(len(keys), len(columns), squeeze=False)
     for row, (key, ylabel) in enumerate(keys.items()):
@@ -574,7 +570,7 @@ class _LoadedStudy:
 def write_report(study_name: str, results_dir: Path, tracking_uri: str, *, optuna_storage: str | None = None,
                  out: Path | None = None) -> Path:
     """Write README.md, CSVs and PNGs into ``out`` (default ``<results_dir>/<study_name>/``); return the README's
-    path. ``study.outcome.publish_report`` is the atomic, partial-aware way to a study's results folder."""
+    path. ``study.publish.publish_report`` is the atomic, partial-aware way to a study's results folder."""
     if not study_name or Path(study_name).name != study_name:
         raise ValueError(f"study name {study_name!r} must be a plain folder name (no '/'); pass --study NAME")
     results_dir = Path(results_dir).expanduser().resolve()
@@ -661,30 +657,7 @@ def _importance_lines(study: _LoadedStudy, out: Path, optuna_storage: str | None
             "", "![importances](importance.png)"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Rebuild a study's report (tables, CSVs, plots) from MLflow.")
-    parser.add_argument("--study", required=True, help="study name (= MLflow experiment name)")
-    parser.add_argument("--results-dir", type=Path, default=Path("results"),
-                        help="results folder; the report goes to <results-dir>/<study>/ (default: results)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<results-dir>/mlflow.db)")
-    parser.add_argument("--optuna-storage",
-                        help="Optuna storage for importances (default: <results-dir>/optuna.db when it holds "
-                             "the study, else importances are computed from the MLflow runs)")
-    args = parser.parse_args(argv)
-    results_dir = args.results_dir.expanduser().resolve()
-    tracking_uri = args.tracking_uri or default_tracking_uri(results_dir)
-    storage = args.optuna_storage
-    default_storage = results_dir / "optuna.db"
-    if storage is None and default_storage.is_file():
-        candidate = f"sqlite:///{default_storage}"
-        if args.study in optuna.study.get_all_study_names(candidate):
-            storage = candidate
-    try:
-        readme = publish_report(args.study, results_dir, tracking_uri, storage)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    print(readme)
+if __name__ == "__main__":  # the CLI publishes, so it lives with the publishing (study.publish)
+    from study.publish import main
 
-
-if __name__ == "__main__":
     main()

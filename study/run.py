@@ -19,7 +19,17 @@ from typing import TYPE_CHECKING, Any
 from study.lock import DriverLock, StudyRunning
 from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
 from study.paths import StudyPaths
-from study.spaces import SpaceError, StudySpace, available_spaces, encode_choice, load_space, parse_set_args
+from study.preflight import TOKEN_FIX, check_before_ray
+from study.spaces import (
+    Distribution,
+    Resources,
+    SpaceError,
+    StudySpace,
+    available_spaces,
+    encode_choice,
+    load_space,
+    parse_set_args,
+)
 from study.trial import TrialConfigs, TrialContext
 
 if TYPE_CHECKING:  # MLflow's import takes seconds: only once the study starts
@@ -55,8 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         space, paths = prepare(args)
-        from study.preflight import check_before_ray
-
         check_before_ray(space, args, paths)
         with DriverLock(paths.results_dir, paths.name):
             return run_study(space, args, paths)
@@ -119,7 +127,6 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
 def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> int:
     import ray
 
-    from study.preflight import connect_ray
     from study.tracking import StudyTracker
 
     # Ray's newer console output ignores a passed ProgressReporter; the CLIReporter shows the columns that matter.
@@ -139,7 +146,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
             1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial
         )
         tracker = StudyTracker(paths.tracking_uri, paths.name)
-        parent_run_id = tracker.start(space_dict(space), _cli_dict(args), resume=args.resume)
+        parent_run_id = tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
         tuner = make_tuner(space, paths, parent_run_id=parent_run_id, max_concurrent=max_concurrent,
                            resume=args.resume)
         started = time.perf_counter()
@@ -156,6 +163,30 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
         raise
     finally:
         ray.shutdown()
+
+
+def connect_ray(address: str | None, resources: Resources) -> None:
+    """Start a local Ray, never a cluster that /tmp/ray/ray_current_cluster names (a dead one would be
+    retried forever), or join ``address``; then check that one node can hold a trial."""
+    import ray
+
+    if address is None:
+        ray.init(address="local", include_dashboard=False, configure_logging=False)
+    else:
+        try:
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
+        except Exception as exc:  # AuthenticationError, ConnectionError: the probe passed but the join did not
+            hint = TOKEN_FIX if type(exc).__name__ == "AuthenticationError" else "check the address and the head"
+            raise SpaceError(f"--address {address}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}: "
+                             f"{hint}") from exc
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    for key, need, flag in (("CPU", resources.cpus_per_trial, "--cpus-per-trial"),
+                            ("GPU", resources.gpus_per_trial, "--gpus-per-trial")):
+        most = max((node.get(key, 0) for node in nodes), default=0)
+        if need > most:
+            where = "this machine" if address is None else f"the Ray cluster at {address}"
+            raise SpaceError(f"each trial needs {need:g} {key}(s) but no node of {where} has more than {most:g}: "
+                             f"pass {flag} {most:g} or less, or add a node that has them")
 
 
 def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_concurrent: int,
@@ -192,7 +223,7 @@ def make_tuner(space: StudySpace, paths: StudyPaths, *, parent_run_id: str, max_
 
 def report_study(tracker: StudyTracker, paths: StudyPaths, outcome: StudyOutcome) -> int:
     """Publish the report and log it on the parent run; returns the study's exit code."""
-    from study.outcome import publish_report
+    from study.publish import publish_report
 
     try:
         report_path = publish_report(paths.name, paths.results_dir, paths.tracking_uri,
@@ -230,18 +261,17 @@ def param_space(space: StudySpace, context: TrialContext) -> dict[str, Any]:
     return out
 
 
-def tune_domain(dist: dict[str, Any]) -> Any:
+def tune_domain(dist: Distribution) -> Any:
     """A space distribution as a Tune domain (``grid`` is a categorical the sampler draws from)."""
     from ray import tune
 
-    kind = dist["type"]
-    if kind in ("choice", "grid"):
-        return tune.choice([encode_choice(v) for v in dist["values"]])
-    if kind == "uniform":
-        return tune.uniform(dist["low"], dist["high"])
-    if kind == "loguniform":
-        return tune.loguniform(dist["low"], dist["high"])
-    return tune.qrandint(dist["low"], dist["high"], dist.get("step", 1))
+    if dist.type in ("choice", "grid"):
+        return tune.choice([encode_choice(v) for v in dist.values])
+    if dist.type == "uniform":
+        return tune.uniform(dist.low, dist.high)
+    if dist.type == "loguniform":
+        return tune.loguniform(dist.low, dist.high)
+    return tune.qrandint(dist.low, dist.high, dist.step)
 
 
 def tune_config(space: StudySpace, paths: StudyPaths, max_concurrent: int) -> Any:
@@ -274,7 +304,7 @@ def max_cycles(space: StudySpace) -> int:
     dist = space.params.get("adapt.cycles")
     if dist is None:
         return space.base_config().adapt.cycles
-    return int(max(dist["values"]) if "values" in dist else dist["high"])
+    return int(max(dist.extremes()))
 
 
 def optuna_search(space: StudySpace, study_name: str, storage_url: str, max_concurrent: int) -> Any:
@@ -336,26 +366,6 @@ def print_summary(space: StudySpace, results: Any) -> int:
         cycle, mean_ap, rank1 = (_number(metrics.get(key)) for key in ("cycle", "target_mAP", "target_R1"))
         print(f"{config.get('direction', '?'):38} {label:34} {cycle:>5} {mean_ap:6.2f} {rank1:6.2f}")
     return errors
-
-
-def space_dict(space: StudySpace) -> dict[str, Any]:
-    """The space as logged on the parent run."""
-    return {
-        "name": space.name,
-        "description": space.description,
-        "kind": space.kind,
-        "preset": space.preset,
-        "path": str(space.path),
-        "fixed": space.fixed,
-        "directions": space.directions,
-        "seeds": space.seeds,
-        "variants": [{"name": v.name, "set": v.set} for v in space.variants],
-        "tables": space.raw_tables,
-        "params": space.params,
-        "search": space.search.model_dump(),
-        "scheduler": space.scheduler.model_dump(),
-        "resources": space.resources.model_dump(),
-    }
 
 
 def _cli_dict(args: argparse.Namespace) -> dict[str, Any]:

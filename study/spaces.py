@@ -10,7 +10,6 @@ with the closest valid key rather than minutes into a Ray run.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,8 +28,8 @@ from reidmodel.config import (
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.messages import suggest
-from reidmodel.schema import Int, Settings, Text, error_line
-from study.tables import Table, TableError, parse_tables
+from reidmodel.schema import Int, Settings, Text, error_line, yaml_schema
+from study.tables import COLUMNS, Tables, check_variants
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
 _PACKAGED_SPACES = Path(__file__).resolve().parent / "search_spaces"
@@ -104,6 +103,9 @@ class Resources(Settings):
 class _Range(Settings):
     """A distribution between ``low`` and ``high``, both included."""
 
+    def extremes(self) -> list[Any]:
+        return [self.low, self.high]
+
     @model_validator(mode="after")
     def _ordered(self) -> _Range:
         if self.low > self.high:
@@ -112,22 +114,33 @@ class _Range(Settings):
 
 
 class ChoiceDistribution(Settings):
+    """A categorical: the sampler draws one of the values (grid too: it is not exhaustive, use kind: grid)."""
+
     type: Literal["choice", "grid"] = Field(description="choice, or grid: a categorical the sampler draws from")
     values: list[Any] = Field(min_length=1, description="the values to draw from")
 
+    def extremes(self) -> list[Any]:
+        return self.values
+
 
 class UniformDistribution(_Range):
+    """A real number between low and high."""
+
     type: Literal["uniform"]
     low: float = Field(description="lowest value")
     high: float = Field(description="highest value")
 
 
 class LogUniformDistribution(UniformDistribution):
+    """A real number between low and high, drawn on a log scale."""
+
     type: Literal["loguniform"]
     low: float = Field(gt=0, description="lowest value (a log scale needs it > 0; use uniform otherwise)")
 
 
 class IntDistribution(_Range):
+    """A whole number between low and high, step apart."""
+
     type: Literal["int"]
     low: int = Field(description="lowest value")
     high: int = Field(description="highest value")
@@ -152,8 +165,7 @@ class SpaceFile(Settings):
     seeds: list[int] | None = Field(None, min_length=1, description="runtime.seed of each repeat of every grid "
                                                                     "trial; null: the config's seed")
     variants: list[Variant] = Field(default_factory=list, description="kind: grid only; the rows of the grid")
-    tables: list[dict[str, Any]] = Field(default_factory=list, description="kind: grid only; the tables the "
-                                                                           "report builds (study/tables.py)")
+    tables: Tables = Field(default_factory=list, description="kind: grid only; the tables the report builds")
     params: dict[str, Distribution] = Field(default_factory=dict, description="kind: search only; dotted config "
                                                                               "key -> distribution")
     search: SearchSettings = Field(default_factory=SearchSettings, description="the Optuna search")
@@ -201,6 +213,11 @@ class SpaceFile(Settings):
         return self
 
     @model_validator(mode="after")
+    def _tables_name_variants(self) -> SpaceFile:
+        check_variants(self.tables, [variant.name for variant in self.variants])
+        return self
+
+    @model_validator(mode="after")
     def _start_points_cover_params(self) -> SpaceFile:
         for index, point in enumerate(self.search.start_points):
             given, searched = set(point.params), set(self.params)
@@ -210,26 +227,14 @@ class SpaceFile(Settings):
         return self
 
 
-@dataclass
-class StudySpace:
-    """A validated space as it will run: the file's keys with the CLI's --data-root, --set, --directions and
-    --seeds applied."""
+class StudySpace(SpaceFile):
+    """A space as it runs: the file's keys with the CLI's --directions and --seeds, --data-root and --set added
+    to ``fixed``, the name and seeds filled in. Trials read it, the study's parent run logs its
+    ``model_dump(mode="json")`` (search_space.json) and the report and study.confirm read that back."""
 
-    name: str
-    description: str
-    kind: str  # "grid" | "search"
-    preset: str
-    fixed: dict[str, Any]
-    directions: list[str]
-    variants: list[Variant]
-    params: dict[str, dict[str, Any]]  # distributions as written: logged with the study, handed to Tune
-    search: SearchSettings
-    scheduler: SchedulerSettings
-    resources: Resources
-    path: Path
-    seeds: list[int] = field(default_factory=lambda: [0])  # runtime.seed of each repeat of every trial
-    tables: list[Table] = field(default_factory=list)
-    raw_tables: list[dict[str, Any]] = field(default_factory=list)  # as written, logged with the study
+    name: Text = Field(description="the study's default name")
+    seeds: list[int] = Field(min_length=1, description="runtime.seed of each repeat of every trial")
+    path: Path = Field(description="the file it was read from")
 
     def base_config(self) -> ExperimentConfig:
         """Preset + fixed overrides: what every trial starts from."""
@@ -271,8 +276,14 @@ def load_space(
         file = SpaceFile.model_validate(given)
     except ValidationError as exc:
         raise SpaceError(f"{path}: {error_line(exc, SpaceFile)}") from None
-    space = _study_space(file, path, raw_params=given.get("params", {}), data_root=data_root,
-                         overrides=overrides or {}, directions_from_cli=bool(directions))
+    fixed = dict(file.fixed)
+    if data_root is not None:
+        fixed["data.root"] = str(Path(data_root).expanduser().resolve())
+    base = check_overrides(check_overrides(preset(file.preset), fixed, f"{path}: fixed"), overrides or {}, "--set")
+    for direction in file.directions:
+        parse_direction(direction, base.data.root, "--directions" if directions else f"{path}: directions")
+    space = StudySpace.model_validate({**given, "name": file.name or path.stem, "path": path, "fixed": {
+        **fixed, **(overrides or {})}, "seeds": file.seeds or [base.runtime.seed]})
     _check_configs(space)
     return space
 
@@ -318,7 +329,8 @@ def table_column(direction: str | None) -> str | None:
     parts = [p.strip() for p in (direction or "").split("->")]
     if len(parts) != 2 or not all(parts):
         return None
-    return "D->M" if parts[1] in MARKET_LIKE else "M->D"
+    into_market, other = COLUMNS
+    return into_market if parts[1] in MARKET_LIKE else other
 
 
 def direction_overrides(direction: str) -> dict[str, str]:
@@ -361,38 +373,6 @@ def _find(name_or_path: str | Path) -> Path:
     return named
 
 
-def _study_space(
-    file: SpaceFile,
-    path: Path,
-    *,
-    raw_params: dict[str, Any],
-    data_root: str | Path | None,
-    overrides: dict[str, Any],
-    directions_from_cli: bool,
-) -> StudySpace:
-    """The space as it will run: ``fixed`` extended by --data-root and --set (each checked on the preset), the
-    directions checked against the datasets the base config can load, the tables parsed."""
-    fixed = dict(file.fixed)
-    if data_root is not None:
-        fixed["data.root"] = str(Path(data_root).expanduser().resolve())
-    base = check_overrides(preset(file.preset), fixed, f"{path}: fixed")
-    base = check_overrides(base, overrides, "--set")
-    fixed.update(overrides)
-    where = "--directions" if directions_from_cli else f"{path}: directions"
-    for direction in file.directions:
-        parse_direction(direction, base.data.root, where)
-    try:
-        tables = parse_tables(file.tables, [v.name for v in file.variants])
-    except TableError as exc:
-        raise SpaceError(f"{path}: {exc}") from exc
-    return StudySpace(
-        name=file.name or path.stem, description=file.description, kind=file.kind, preset=file.preset,
-        fixed=fixed, directions=file.directions, variants=file.variants, search=file.search,
-        scheduler=file.scheduler, resources=file.resources, path=path, seeds=file.seeds or [base.runtime.seed],
-        tables=tables, params={key: dict(dist) for key, dist in raw_params.items()}, raw_tables=file.tables,
-    )
-
-
 def _check_configs(space: StudySpace) -> None:
     """Every dotted key a trial may apply, applied to the base config: the variants, the ends or values of each
     distribution, the start points, and each grid trial's direction with its variant."""
@@ -400,7 +380,7 @@ def _check_configs(space: StudySpace) -> None:
     for index, variant in enumerate(space.variants):
         check_overrides(base, variant.set, f"{path}: variants[{index}] ({variant.name})")
     for key, dist in space.params.items():
-        for value in dist["values"] if "values" in dist else (dist["low"], dist["high"]):
+        for value in dist.extremes():
             check_overrides(base, {key: value}, f"{path}: params.{key}")
     for index, point in enumerate(space.search.start_points):
         check_overrides(base, point.params, f"{path}: search.start_points[{index}]")
@@ -408,3 +388,7 @@ def _check_configs(space: StudySpace) -> None:
         variant = next((v for v in space.variants if v.name == trial.get("variant")), None)
         trial_set = {**direction_overrides(trial["direction"]), **(variant.set if variant else {})}
         check_overrides(base, trial_set, f"{path}: {trial['direction']} {trial.get('variant', '')}".rstrip())
+
+
+if __name__ == "__main__":
+    print("\n".join(yaml_schema(SpaceFile)))  # search_spaces/README.md's schema block

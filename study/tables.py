@@ -11,49 +11,130 @@ seed nothing is significant, which is the point.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 from scipy import stats
 
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
-TABLE_KEYS = ("id", "title", "metrics", "rows", "published", "claims", "k_evidence")
-ROW_KEYS = ("variant", "label", "reference", "paper")
-CLAIM_KEYS = ("text", "variant", "over", "metric", "margin")
+from reidmodel.cycle_metrics import EVAL_KEYS, MISSING
+from reidmodel.schema import Settings, Text, error_line
+
+METRICS = EVAL_KEYS  # a table's metrics: the evaluation's, target domain
+COLUMNS = ("D->M", "M->D")  # the paper's two directions: into a Market-like target, and any other
 CONFIDENCE = 0.95
+TableMetric = Literal[METRICS]
+# column -> metric -> the value the paper prints, null where it prints none
+PaperValues = dict[Literal[COLUMNS], dict[TableMetric, float | None]]
 
 
 class TableError(ValueError):
     """A table declaration problem, phrased as one line that names the key and the fix."""
 
 
-@dataclass(frozen=True)
-class Row:
-    variant: str
-    label: str
-    reference: str | None = None
-    paper: dict[str, dict[str, float | None]] = field(default_factory=dict)  # column -> metric -> value
+class Row(Settings):
+    variant: Text = Field(description="a variant of this space")
+    label: Text | None = Field(None, description="the row's printed name; null: the variant's name")
+    reference: Text | None = Field(None, description="the variant this row's paired difference over seeds is "
+                                                     "against")
+    paper: PaperValues = Field(default_factory=dict, description="the paper's values: {D->M: {R1: 31.8, mAP: 20.1}}")
+
+    @model_validator(mode="after")
+    def _labelled(self) -> Row:
+        self.label = self.label or self.variant
+        return self
 
 
-@dataclass(frozen=True)
-class Claim:
-    text: str
-    variant: str
-    over: str
-    metric: str = "mAP"
-    margin: float = 0.0
+class PublishedRow(Settings):
+    label: Text = Field(description="another method's name")
+    paper: PaperValues = Field(description="its printed values, shown beside ours")
 
 
-@dataclass(frozen=True)
-class Table:
-    id: str
-    title: str
-    metrics: tuple[str, ...]
-    rows: tuple[Row, ...]
-    published: tuple[Row, ...] = ()  # other methods' printed values only (variant is empty)
-    claims: tuple[Claim, ...] = ()
-    k_evidence: bool = False  # show DBSCAN clusters against K per cycle (the ULA class-count table)
+class Claim(Settings):
+    text: Text = Field(description="the paper's claim, as the report prints it")
+    variant: Text = Field(description="the variant claimed better")
+    over: Text = Field(description="the variant it is claimed better than")
+    metric: TableMetric = Field("mAP", description="compared on this target metric")
+    margin: float = Field(0.0, description="reproduced only when better by more than this many metric points")
+
+
+class Table(Settings):
+    """A report table: judged per direction, reproduced / not significant / refuted."""
+
+    id: Text = Field(description="unique; also the CSV's name: <id>.csv")
+    title: Text = Field(description="the table's heading")
+    metrics: list[TableMetric] = Field(default_factory=lambda: ["R1", "mAP"], description="its columns")
+    rows: list[Row] = Field(min_length=1, description="variants of this space, each once")
+    published: list[PublishedRow] = Field(default_factory=list, description="other methods' printed values")
+    claims: list[Claim] = Field(default_factory=list, description="the paper's claims about its rows")
+    k_evidence: bool = Field(False, description="show DBSCAN clusters against K per cycle, and whether K bound")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_metrics(cls, raw: Any) -> Any:
+        metrics = raw.get("metrics", []) if isinstance(raw, dict) else []
+        if not isinstance(metrics, list) or "metrics" in raw and (not metrics or set(metrics) - set(METRICS)):
+            raise ValueError(f"metrics {metrics} must be a non-empty subset of {', '.join(METRICS)}")
+        return raw
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Table:
+        names = [row.variant for row in self.rows]
+        if len(set(names)) != len(names):
+            raise ValueError("a variant appears twice in rows: list each once")
+        for row in [*self.rows, *self.published]:
+            if any(set(values) - set(self.metrics) for values in row.paper.values()):
+                raise ValueError(f"row {row.label!r}: give paper values for the table's metrics "
+                                 f"{', '.join(self.metrics)} only")
+        return self
+
+
+def _unique_ids(tables: list[Table]) -> list[Table]:
+    ids = [table.id for table in tables]
+    for table in tables:
+        if ids.count(table.id) > 1:
+            raise ValueError(f"table id {table.id!r} is used twice: ids must be unique")
+    return tables
+
+
+Tables = Annotated[list[Table], AfterValidator(_unique_ids)]
+
+
+def check_variants(tables: list[Table], variants: list[str]) -> None:
+    """Every variant a table names must be one of the space's ``variants``; raises ValueError with one line."""
+    known = ", ".join(variants)
+    for index, table in enumerate(tables):
+        where = f"tables[{index}] ({table.id})"
+        for number, row in enumerate(table.rows):
+            if row.variant not in variants:
+                raise ValueError(f"{where}.rows[{number}]: variant {row.variant!r} is not in this space's variants: "
+                                 f"add it under variants or use one of {known}")
+            if row.reference is not None and row.reference not in variants:
+                raise ValueError(f"{where}: row {row.variant!r} refers to {row.reference!r}, which is not a variant "
+                                 f"of this space: use one of {known}")
+        for number, claim in enumerate(table.claims):
+            for key in ("variant", "over"):
+                if getattr(claim, key) not in variants:
+                    raise ValueError(f"{where}.claims[{number}]: {key} {getattr(claim, key)!r} is not a variant of "
+                                     f"this space: use one of {known}")
+
+
+class _Declared(Settings):
+    tables: Tables
+
+
+def parse_tables(raw: Any, variants: list[str]) -> list[Table]:
+    """Tables as a space declares them (a logged space's ``tables``); every variant they name must be one of
+    ``variants``."""
+    try:
+        tables = _Declared.model_validate({"tables": raw or []}).tables
+        check_variants(tables, variants)
+    except ValidationError as exc:
+        raise TableError(error_line(exc, _Declared)) from None
+    except ValueError as exc:
+        raise TableError(str(exc)) from None
+    return tables
 
 
 @dataclass(frozen=True)
@@ -96,110 +177,12 @@ def verdict(difference: Interval, margin: float = 0.0) -> str:
 
 def format_interval(value: Interval, digits: int = 1, signed: bool = False) -> str:
     if value.n == 0:
-        return "–"
+        return MISSING
     sign = "+" if signed else ""
     text = f"{value.mean:{sign}.{digits}f}"
     if value.n > 1:
         text += f" ± {value.half_width:.{digits}f}"
     return text
-
-
-# ---------------------------------------------------------------- declarations
-
-def parse_tables(raw: Any, variants: list[str]) -> list[Table]:
-    """Tables from a space file's ``tables`` list; every variant they name must be one of ``variants``."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise TableError("tables must be a list of {id, title, rows, ...} mappings")
-    tables: list[Table] = []
-    for index, item in enumerate(raw):
-        where = f"tables[{index}]"
-        _check_keys(item, TABLE_KEYS, where, required=("id", "title", "rows"))
-        where = f"tables[{index}] ({item['id']})"
-        metrics = tuple(item.get("metrics", ("R1", "mAP")))
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown or not metrics:
-            raise TableError(f"{where}: metrics {list(metrics)} must be a non-empty subset of {', '.join(METRICS)}")
-        rows = tuple(_row(r, f"{where}.rows[{i}]", variants, metrics) for i, r in enumerate(_list(item, "rows", where)))
-        published = tuple(_published(r, f"{where}.published[{i}]", metrics)
-                          for i, r in enumerate(item.get("published") or []))
-        names = [row.variant for row in rows]
-        for row in rows:
-            if row.reference is not None and row.reference not in variants:
-                raise TableError(f"{where}: row {row.variant!r} refers to {row.reference!r}, which is not a variant "
-                                 f"of this space: use one of {', '.join(variants)}")
-        claims = tuple(_claim(c, f"{where}.claims[{i}]", variants, metrics)
-                       for i, c in enumerate(item.get("claims") or []))
-        if len(set(names)) != len(names):
-            raise TableError(f"{where}: a variant appears twice in rows: list each once")
-        if any(t.id == item["id"] for t in tables):
-            raise TableError(f"{where}: table id {item['id']!r} is used twice: ids must be unique")
-        tables.append(Table(str(item["id"]), str(item["title"]), metrics, rows, published, claims,
-                            bool(item.get("k_evidence", False))))
-    return tables
-
-
-def _row(raw: Any, where: str, variants: list[str], metrics: tuple[str, ...]) -> Row:
-    _check_keys(raw, ROW_KEYS, where, required=("variant",))
-    variant = str(raw["variant"])
-    if variant not in variants:
-        raise TableError(f"{where}: variant {variant!r} is not in this space's variants: add it under variants or "
-                         f"use one of {', '.join(variants)}")
-    return Row(variant, str(raw.get("label", variant)), raw.get("reference"), _paper(raw.get("paper"), where, metrics))
-
-
-def _published(raw: Any, where: str, metrics: tuple[str, ...]) -> Row:
-    _check_keys(raw, ("label", "paper"), where, required=("label", "paper"))
-    return Row("", str(raw["label"]), None, _paper(raw["paper"], where, metrics))
-
-
-def _paper(raw: Any, where: str, metrics: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise TableError(f"{where}.paper must map a column (D->M, M->D) to {{metric: value}}")
-    out = {}
-    for column, values in raw.items():
-        if not isinstance(values, dict) or any(k not in metrics for k in values):
-            raise TableError(f"{where}.paper.{column}: give values for the table's metrics {', '.join(metrics)}")
-        if any(v is not None and not isinstance(v, (int, float)) for v in values.values()):
-            raise TableError(f"{where}.paper.{column}: values must be numbers (or null where the paper prints '-')")
-        out[str(column)] = {k: (None if v is None else float(v)) for k, v in values.items()}
-    return out
-
-
-def _claim(raw: Any, where: str, variants: list[str], metrics: tuple[str, ...]) -> Claim:
-    _check_keys(raw, CLAIM_KEYS, where, required=("text", "variant", "over"))
-    for key in ("variant", "over"):
-        if raw[key] not in variants:
-            raise TableError(f"{where}: {key} {raw[key]!r} is not a variant of this space: use one of "
-                             f"{', '.join(variants)}")
-    metric = raw.get("metric", "mAP")
-    if metric not in METRICS:
-        raise TableError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)}")
-    margin = raw.get("margin", 0.0)
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool):
-        raise TableError(f"{where}: margin must be a number of metric points, got {margin!r}")
-    return Claim(str(raw["text"]), str(raw["variant"]), str(raw["over"]), metric, float(margin))
-
-
-def _check_keys(raw: Any, allowed: tuple[str, ...], where: str, required: tuple[str, ...]) -> None:
-    if not isinstance(raw, dict):
-        raise TableError(f"{where} must be a mapping with keys {', '.join(allowed)}")
-    unknown = sorted(set(raw) - set(allowed))
-    if unknown:
-        raise TableError(f"{where}: unknown key(s) {unknown}: use {', '.join(allowed)}")
-    missing = [key for key in required if key not in raw]
-    if missing:
-        raise TableError(f"{where}: missing {', '.join(missing)}")
-
-
-def _list(item: dict, key: str, where: str) -> list:
-    value = item.get(key)
-    if not isinstance(value, list) or not value:
-        raise TableError(f"{where}: {key} must be a non-empty list")
-    return value
 
 
 # ---------------------------------------------------------------- filling a table from the trials
@@ -215,7 +198,7 @@ def seed_values(trials, variant: str, column: str, key: str) -> dict[Any, float]
 def columns_of(trials) -> list[str]:
     """The direction columns present, D->M and M->D first."""
     present = [c for c in trials["column"].dropna().unique()]
-    return sorted(present, key=lambda c: ({"D->M": 0, "M->D": 1}.get(c, 2), c))
+    return sorted(present, key=lambda c: (COLUMNS.index(c) if c in COLUMNS else len(COLUMNS), c))
 
 
 def primary_metric(table: Table) -> str:
@@ -226,17 +209,18 @@ def table_records(table: Table, trials, which: str = "final") -> list[dict[str, 
     """One record per row: per column and metric the interval, the paper's value and the paired difference."""
     records = []
     primary = primary_metric(table)
-    for row in table.rows + table.published:
-        record: dict[str, Any] = {"label": row.label, "variant": row.variant}
+    for row in [*table.rows, *table.published]:
+        variant = getattr(row, "variant", "")  # a published row is another method's: no trial of ours
+        record: dict[str, Any] = {"label": row.label, "variant": variant}
         for column in columns_of(trials):
             for metric in table.metrics:
                 key = f"{which}_target_{metric}"
-                ours = interval(seed_values(trials, row.variant, column, key).values()) if row.variant else None
+                ours = interval(seed_values(trials, variant, column, key).values()) if variant else None
                 record[(column, metric)] = ours
                 record[(column, metric, "paper")] = row.paper.get(column, {}).get(metric)
-            if row.variant and row.reference:
+            if variant and row.reference:
                 key = f"{which}_target_{primary}"
-                record[(column, "diff")] = paired(seed_values(trials, row.variant, column, key),
+                record[(column, "diff")] = paired(seed_values(trials, variant, column, key),
                                                   seed_values(trials, row.reference, column, key))
         records.append(record)
     return records
@@ -265,7 +249,7 @@ def table_markdown(table: Table, trials, which: str = "final") -> str:
                 ours = record[(column, metric)]
                 paper = record[(column, metric, "paper")]
                 line[f"{column} {metric}"] = "" if ours is None else format_interval(ours)
-                line[f"{column} {metric} paper"] = "–" if paper is None else f"{paper:.1f}"
+                line[f"{column} {metric} paper"] = MISSING if paper is None else f"{paper:.1f}"
             diff = record.get((column, "diff"))
             label = f"{column} Δ{primary} vs ref"
             if diff is None:

@@ -49,3 +49,38 @@ def test_help_config_lists_every_setting_within_100_columns(capsys):
         assert key == "preset" or f"\n{key} " in shown
     assert "ula.eps                    float > 0" in shown and "1.0 / 0.5" in shown
     assert max(map(len, shown.splitlines())) <= WIDTH
+
+
+def test_a_file_format_is_documented_from_its_declaration():
+    from typing import Annotated, Literal
+
+    from reidmodel.schema import Settings, yaml_schema
+
+    class Point(Settings):
+        """A point."""
+
+        kind: Literal["point"] = Field(description="its tag")
+        x: float = Field(0.5, ge=0, description="where")
+
+    class Line(Settings):
+        """A line."""
+
+        kind: Literal["line"] = Field(description="its tag")
+
+    class File(Settings):
+        points: list[Point] = Field(default_factory=list, description="some points")
+        shapes: dict[str, Annotated[Point | Line, Field(discriminator="kind")]] = Field(default_factory=dict)
+        named: dict[str, int] = Field(default_factory=dict, description="names")
+
+    assert yaml_schema(File, column=12) == [
+        "points:      # some points",
+        "  - kind: point # its tag",
+        "    x: float >= 0 # where; default: 0.5",
+        "shapes:",
+        "  KEY:       # A point.",
+        "    kind: point # its tag",
+        "    x: float >= 0 # where; default: 0.5",
+        "  KEY:       # A line.",
+        "    kind: line # its tag",
+        "named: mapping # names",
+    ]

@@ -32,7 +32,7 @@ def test_ula_labels_and_digits_are_the_report_columns():
 
 @pytest.mark.parametrize("missing", [None, math.nan, np.float32("nan")])
 def test_unmeasured_value_is_a_dash(missing):
-    assert metric("source_mAP").format(missing) == "-"
+    assert metric("source_mAP").format(missing) == "–"  # the one missing-value marker (MISSING), as report and tables print it
 
 
 def test_unknown_name_suggests_the_closest():

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,28 @@ def test_source_checkpoint_is_shared_and_checked(tiny_config, tmp_path):
     assert pretrain_signature(other) != pretrain_signature(tiny_config)
     with pytest.raises(ValueError, match="another pre-training config"):
         run_experiment(other, workdir=tmp_path / "y", source_checkpoint=path)
+
+
+def test_the_pretraining_key_is_every_setting_marked_for_stage_one():
+    from pydantic import Field
+
+    from reidmodel.config import SOURCE_STAGE, ExperimentConfig, RuntimeConfig, preset
+
+    class Runtime(RuntimeConfig):
+        stage_one_knob: int = Field(0, json_schema_extra=SOURCE_STAGE, description="read by pre-training")
+        later_knob: int = Field(0, description="read by the cycles only")
+
+    class Experiment(ExperimentConfig):
+        runtime: Runtime = Field(default_factory=Runtime)
+
+    base = Experiment(**preset("cpu").model_dump(exclude={"runtime"}))
+    key = pretrain_signature(base)
+    assert pretrain_signature(base.model_copy(update={"runtime": Runtime(stage_one_knob=1)})) != key
+    assert pretrain_signature(base.model_copy(update={"runtime": Runtime(later_knob=1)})) == key
+    config = preset("cpu")
+    for stage_one in ({"runtime.amp": True}, {"source.lr": 1e-3}, {"data.pad": 0}, {"model.bnneck": False}):
+        assert pretrain_signature(apply_overrides(config, stage_one)) != pretrain_signature(config), stage_one
+    for later in ({"adapt.cycles": 3}, {"eval.rerank": True}, {"data.workers": 0}, {"data.target": "x"}):
+        assert pretrain_signature(apply_overrides(config, later)) == pretrain_signature(config), later
+    relative = apply_overrides(config, {"data.root": "."})
+    assert pretrain_signature(relative)["data.root"] == str(Path.cwd())  # one key however the root is written

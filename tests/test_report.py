@@ -9,10 +9,12 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from reidmodel.cycle_metrics import metric  # noqa: E402
-from study import report  # noqa: E402
+from study import publish, report  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
-from study.tracking import StudyTracker, TrialTracker  # noqa: E402
+from study.tracking import StudyTracker, TrialLogger  # noqa: E402
+from study.trial import TrialConfigs  # noqa: E402
+from tests.tiny_studies import fake_trial  # noqa: E402
 
 VARIANTS = ["Baseline", "CSAM-ReID", "ULA(700)", "ULA(750)", "ULA(800)", "ULA(850)",
             "ULA(750)+KD(0.1)", "ULA(750)+KD(0.3)", "ULA(750)+KD(0.5)", "ULA(750)+KD(0.7)"]
@@ -40,25 +42,27 @@ def cycle_metrics(index: int, seed: int, cycle: int, requested: float) -> dict:
 def study(tmp_path_factory):
     """The real ablation space on two seeds: every variant in both directions, three cycles each. K is 30
     (below the 41-42 clusters) except for ULA(850), whose K of 45 never binds."""
-    from study.run import space_dict
     from study.spaces import load_space
 
     results = tmp_path_factory.mktemp("results")
     uri = default_tracking_uri(results)
-    space = space_dict(load_space("ablation", seeds=[0, 1]))
+    space = load_space("ablation", seeds=[0, 1]).model_dump(mode="json")
     study_tracker = StudyTracker(uri, "ablation")
     parent_id = study_tracker.start(space, {"samples": 1}, resume=False)
+    logger = TrialLogger(uri, parent_id, "ablation", "none", TrialConfigs())
     trials = {}
     for index, (variant, column) in enumerate((v, c) for v in VARIANTS for c in DIRECTIONS):
         for seed in (0, 1):
             name = f"trial_{index:02d}_s{seed}"
             trials[name] = (variant, column, index, seed)
-            tracker = TrialTracker(uri, parent_id, name, "ablation")
-            tracker.start({"ula": {"num_classes": index % 4}, "kd": {"mu": 0.5 if "KD" in variant else 0.0}},
-                          {"variant": variant, "direction": DIRECTIONS[column], "seed": seed})
+            trial = fake_trial(name, name=name, variant=variant, direction=DIRECTIONS[column], seed=seed,
+                               overrides={"ula.num_classes": index % 4 + 1, "kd.mu": 0.5 if "KD" in variant else 1.0},
+                               last_result={"cycle": 2})
+            logger.log_trial_start(trial)
             for cycle in range(3):
-                tracker.log_cycle(cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0))
-            tracker.end()
+                logger.log_trial_result(cycle, trial, cycle_metrics(index, seed, cycle,
+                                                                    45.0 if variant == "ULA(850)" else 30.0))
+            logger.log_trial_end(trial)
     study_tracker.finish()  # only a finished study's report goes to results/<name>/
     readme = report.write_report("ablation", results, uri)
     return results, readme, trials
@@ -92,7 +96,7 @@ def test_trials_and_cycles_csv(study):
     assert row["variant"] == "CSAM-ReID" and row["column"] == "M->D" and row["seed"] == 1
     assert row["final_cycle"] == 2 and row["final_target_mAP"] == pytest.approx(final_map(3, 1))
     assert row["best_cycle"] == 1 and row["best_target_mAP"] == pytest.approx(final_map(3, 1) + 4.25)
-    assert row["params.ula.num_classes"] == 3
+    assert row["params.ula.num_classes"] == 4  # index % 4 + 1
 
     cycles = pd.read_csv(results / "ablation" / "cycles.csv")
     assert len(cycles) == 3 * len(trials)
@@ -192,10 +196,10 @@ def json_number(value: float) -> str:
 
 def test_cli_and_errors(study, capsys):
     results, _, _ = study
-    report.main(["--study", "ablation", "--results-dir", str(results)])
+    publish.main(["--study", "ablation", "--results-dir", str(results)])
     assert capsys.readouterr().out.strip() == str(results / "ablation" / "README.md")
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--study", "nope", "--results-dir", str(results)])
+        publish.main(["--study", "nope", "--results-dir", str(results)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "no MLflow experiment named 'nope'" in message and len(message.strip().splitlines()) == 1

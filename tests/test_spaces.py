@@ -147,7 +147,7 @@ def test_hpo_is_an_optuna_search_with_asha():
     }
     assert space.search.num_samples >= 40  # enough for TPE to leave its random start-up
     # Pre-training-side settings stay discrete, so the cache serves repeats.
-    assert space.params["model.attention"]["type"] == space.params["loss.center_weight"]["type"] == "choice"
+    assert space.params["model.attention"].type == space.params["loss.center_weight"].type == "choice"
     assert space.search.start_points[0].name == "paper default"
     assert space.search.metrics == ["target_mAP"] and space.search.modes == ["max"]
     assert space.base_config().ula.eps_mode == "fixed"  # otherwise ula.eps would not matter
@@ -229,3 +229,14 @@ def test_a_search_samples_on_one_seed(tmp_path):
     path.write_text(hpo + "seeds: [0, 1]\n")
     with pytest.raises(SpaceError, match="a search samples on one seed"):
         load_space(path)
+
+
+def test_the_readme_schema_block_is_generated_from_the_declaration():
+    from reidmodel.schema import yaml_schema
+    from study.spaces import SpaceFile
+
+    readme = (REPO / "search_spaces" / "README.md").read_text()
+    block = readme.split("## Schema")[1].split("```yaml\n")[1].split("```")[0]
+    assert block.splitlines() == yaml_schema(SpaceFile), "regenerate it: python -m study.spaces"
+    keys = [line.split(":")[0].strip(" -") for line in block.splitlines()]
+    assert {"k_evidence", "claims", "margin", "start_points", "step", "max_concurrent"} <= set(keys)

@@ -58,10 +58,10 @@ def test_table_markdown_and_claims_from_trials():
     "raw, message",
     [
         ([{"id": "t", "title": "T", "rows": [{"variant": "x"}]}], "variant 'x' is not in this space's variants"),
-        ([{"id": "t", "title": "T", "rows": [{"variant": "a", "colour": 1}]}], "unknown key(s) ['colour']"),
-        ([{"id": "t", "rows": [{"variant": "a"}]}], "missing title"),
+        ([{"id": "t", "title": "T", "rows": [{"variant": "a", "colour": 1}]}], "unknown key 'tables[0].rows[0].colour'"),
+        ([{"id": "t", "rows": [{"variant": "a"}]}], "tables[0].title is missing"),
         ([{"id": "t", "title": "T", "rows": [{"variant": "a", "paper": {"D->M": {"mAP": "high"}}}]}],
-         "values must be numbers"),
+         "mAP='high' is not a number"),
         ([{"id": "t", "title": "T", "rows": [{"variant": "a"}, {"variant": "a"}]}], "appears twice"),
     ],
 )

@@ -49,18 +49,19 @@ class FakeTrial(SimpleNamespace):
     """What TrialLogger reads of a Ray Tune Trial, without Ray running."""
 
     def __str__(self) -> str:
-        return f"train_trial_{self.trial_id}"
+        return self.name
 
 
 def fake_trial(trial_id: str, *, error: BaseException | None = None, last_result: dict | None = None,
-               variant: str = "ULA(750)") -> FakeTrial:
+               variant: str = "ULA(750)", overrides: dict | None = None, name: str | None = None,
+               direction: str = "synthetic_duke->synthetic_market", seed: int = 1) -> FakeTrial:
     context = trial_context(name="t", space="smoke", fixed={"adapt.cycles": 2})
-    params = {"study": context, "direction": "synthetic_duke->synthetic_market", "seed": 1,
-              "variant": {"name": variant, "set": {"kd.enabled": False}}}
+    params = {"study": context, "direction": direction, "seed": seed,
+              "variant": {"name": variant, "set": {"kd.enabled": False, **(overrides or {})}}}
     pickled = None
     if error is not None:  # Ray pickles the trial's exception wrapped, with the trial's own as its cause
         handle, pickled = tempfile.mkstemp(suffix=".pkl")
         os.write(handle, pickle.dumps(SimpleNamespace(cause=error)))
         os.close(handle)
-    return FakeTrial(trial_id=trial_id, config=params, last_result=last_result or {}, error_file="/x/error.txt",
+    return FakeTrial(trial_id=trial_id, name=name or f"train_trial_{trial_id}", config=params, last_result=last_result or {}, error_file="/x/error.txt",
                      pickled_error_file=pickled)

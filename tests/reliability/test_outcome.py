@@ -5,8 +5,8 @@ import signal
 
 import pytest
 
-from study.outcome import publish_report, swap_in
-from study.run import main, space_dict
+from study.publish import publish_report, swap_in
+from study.run import main
 from study.spaces import load_space
 from study.tracking import StudyTracker, TrialLogger
 from study.trial import TrialConfigs
@@ -63,7 +63,7 @@ def _tracked_study(results, name="smoke"):
     """A study in MLflow with one trial run and one logged cycle, without running it."""
     uri = f"sqlite:///{results / 'mlflow.db'}"
     tracker = StudyTracker(uri, name)
-    parent = tracker.start(space_dict(load_space("smoke")), {}, resume=False)
+    parent = tracker.start(load_space("smoke").model_dump(mode="json"), {}, resume=False)
     logger = TrialLogger(uri, parent, name, "none", TrialConfigs())
     trial = fake_trial("trial_0", variant="ULA")
     logger.log_trial_start(trial)

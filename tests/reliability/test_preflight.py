@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from study.run import main, space_dict
+from study.run import main
 from study.spaces import load_space
 from study.tracking import StudyTracker
 
@@ -105,7 +105,7 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path, capsy
     (results / "ray" / "smoke").mkdir(parents=True)
     (results / "ray" / "smoke" / "tuner.pkl").write_bytes(b"")  # a study that started and stopped
     tracker = StudyTracker(f"sqlite:///{results / 'mlflow.db'}", "smoke")
-    tracker.start(space_dict(load_space("smoke")), {}, resume=False)
+    tracker.start(load_space("smoke").model_dump(mode="json"), {}, resume=False)
     tracker.finish("KILLED")
     capsys.readouterr()  # MLflow's own log lines while creating the store
     argv = ["--space", "smoke", "--resume", "--results-dir", str(results)]
