@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from study.paths import StudyPaths
+from study.paths import SPACES_DIR, StudyPaths
 from study.spaces import SpaceError, SpaceFile, direction_overrides, load_space
 
 PAPER_DEFAULT_VARIANT = "ULA(750)+KD(0.5)"
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    space_file = paths.results_dir / "spaces" / f"{paths.name}.yaml"
+    space_file = paths.results_dir / SPACES_DIR / f"{paths.name}.yaml"
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}\n"

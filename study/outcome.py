@@ -13,6 +13,7 @@ study.publish writes the report into the folder the parent run's status names.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 from reidmodel.messages import one_line as message_line
@@ -33,6 +34,20 @@ def one_line(exc: BaseException) -> str:
 
 def is_deterministic(exc: BaseException) -> bool:
     return isinstance(exc, DETERMINISTIC_ERRORS)
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The message of a full disk anywhere in the exception's chain (an OSError ENOSPC, SQLite's 'database or disk
+    is full', however wrapped by MLflow or Ray), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc)
+        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text \
+                or "No space left on device" in text:
+            return message_line(exc)[:200]
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass(frozen=True)

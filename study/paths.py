@@ -5,18 +5,41 @@ Kept free of MLflow and Ray imports (seconds each), so that bad input is still r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 RAY_DIR = "ray"
 CACHE_DIR = "cache/pretrain"
+MLFLOW_DB = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
 OPTUNA_DB = "optuna.db"
+LOCKS_DIR = "locks"
+SPACES_DIR = "spaces"  # the spaces study.confirm writes
 PARTIAL_SUFFIX = ".partial"  # results/<name>.partial/: the report of a study that did not finish
+# What the results folder keeps for itself beside one folder per study: a study may not take one of these names.
+RESERVED_NAMES = (MLFLOW_DB, OPTUNA_DB, RAY_DIR, CACHE_DIR.split("/")[0], ARTIFACTS_DIR, LOCKS_DIR, SPACES_DIR)
+MAX_NAME_LENGTH = 100  # keeps .<name>.partial.staging-<pid> and Ray's trial folders under 255 characters
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a study (its results folder, MLflow experiment, Ray experiment), or None."""
+    if not name:
+        return "is empty: name the study, or leave --name out to use the space's name"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long: use at most {MAX_NAME_LENGTH}"
+    if not NAME_PATTERN.fullmatch(name):
+        return "is not a folder name: use letters, digits, - and _, starting with a letter or digit"
+    if name.lower() in RESERVED_NAMES:
+        return (f"is a name the results folder keeps for itself ({', '.join(RESERVED_NAMES)}): pick another "
+                "name")
+    return None
 
 
 def default_tracking_uri(results_dir: Path) -> str:
     """SQLite store beside the other results (MLflow 3 deprecated the plain file store)."""
-    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / 'mlflow.db').as_posix()}"
+    return f"sqlite:///{(Path(results_dir).expanduser().resolve() / MLFLOW_DB).as_posix()}"
 
 
 @dataclass(frozen=True)

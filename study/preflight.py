@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -51,6 +52,7 @@ def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: StudyPa
     """Everything about a study that can be known before Ray starts; raises SpaceError with one line."""
     check_metrics(space)
     check_results_folder(paths, resume=args.resume)
+    check_free_space(paths.results_dir, args.min_free_mb)
     configs = candidate_configs(space)
     gpus_flag = "--gpus-per-trial" if args.gpus_per_trial is not None else f"{space.path}: resources.gpus_per_trial"
     check_devices(configs, space.resources, gpus_flag, local=args.address is None)
@@ -90,6 +92,15 @@ def check_results_folder(paths: StudyPaths, resume: bool) -> None:
         if folder.exists():
             raise SpaceError(f"{folder} already holds the results of a study named {name!r}: pass --resume to "
                              "continue that study, --name NEW to start another, or move the folder away to redo it")
+
+
+def check_free_space(results_dir: Path, min_free_mb: float) -> None:
+    """A study that fills its disk ends with SQLite's 'database or disk is full' half-way: refuse it up front."""
+    free_mb = shutil.disk_usage(results_dir).free / 2**20
+    if free_mb < min_free_mb:
+        raise SpaceError(f"--results-dir {results_dir} has {free_mb:.0f} MB free, and a study needs at least "
+                         f"{min_free_mb:g} MB (checkpoints, caches, the MLflow store): free space there, pass another "
+                         "--results-dir, or lower --min-free-mb")
 
 
 def candidate_configs(space: StudySpace) -> list[ExperimentConfig]:
@@ -198,29 +209,26 @@ def check_address(address: str) -> None:
 
 def check_resume(space: StudySpace, paths: StudyPaths) -> None:
     """A resumed study runs its unfinished trials with the config they started with (Tune restores it), so a
-    changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys."""
+    changed --space, --set, --directions or --data-root would be silently ignored: refuse it, naming the keys.
+    The whole space the first start logged (search_space.json) is compared, read back through the schema so that
+    a default added since is no change; where and with how much it runs (resources, the file's path) may change."""
     from mlflow import MlflowClient
 
     from reidmodel.config import flatten
-    from study.tracking import TAG_ROLE, logged_params
+    from study.tracking import latest_parent, logged_space
 
     client = MlflowClient(paths.tracking_uri)
     experiment = client.get_experiment_by_name(paths.name)
-    if experiment is None:
+    parent = experiment and latest_parent(client, experiment.experiment_id)
+    logged = parent and logged_space(client, parent)
+    if not logged:  # a study started before its space was logged: nothing to compare with
         return
-    parents = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
-        return
-    parent = parents[0]
-    # The parent run logged the space's keys as params at the first start (study.tracking.StudyTracker.start).
-    ignored = ("space.resources.", "space.path")  # where and with how much it runs may change; what it runs not
-    before = {k: v for k, v in parent.data.params.items() if k.startswith("space.") and not k.startswith(ignored)}
-    now = {k: v for k, v in logged_params({f"space.{k}": v for k, v in flatten(space.model_dump(mode="json")).items()}).items()
-           if not k.startswith(ignored)}
-    if not before:  # a study started before its space was logged: nothing to compare with
-        return
-    changed = [f"{key[len('space.'):]} {before.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
+    try:
+        before = flatten(StudySpace.model_validate(logged).run_identity())
+    except ValueError:  # a space of an older schema: compared as logged
+        before = flatten({k: v for k, v in logged.items() if k not in ("resources", "path")})
+    now = flatten(space.run_identity())
+    changed = [f"{key} {before.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
                for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
     if changed:
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from study.lock import DriverLock, StudyRunning
-from study.outcome import EXIT_INTERRUPTED, StudyOutcome, one_line
-from study.paths import StudyPaths
+from study.lock import DriverLock, StudyRunning, store_lock
+from study.outcome import EXIT_FAILED, EXIT_INTERRUPTED, StudyOutcome, disk_full, one_line
+from study.paths import StudyPaths, name_problem
 from study.preflight import TOKEN_FIX, check_before_ray
 from study.spaces import (
     Distribution,
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-trial", type=float, help="override the space's resources.gpus_per_trial")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: CPUs // cpus per trial)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///RESULTS_DIR/mlflow.db)")
+    parser.add_argument("--min-free-mb", type=float, default=200,
+                        help="refuse to start with less free space in --results-dir (default: 200 MB)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="config overrides for every trial (variants and sampled params still win)")
     return parser
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         space, paths = prepare(args)
         check_before_ray(space, args, paths)
-        with DriverLock(paths.results_dir, paths.name):
-            return run_study(space, args, paths)
+        with DriverLock(paths.results_dir, paths.name) as lock:
+            return run_study(space, args, paths, lock)
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -106,9 +108,10 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
                 raise SpaceError(f"--{flag.replace('_', '-')} {value} is out of range: pass a positive number")
             setattr(resources, flag, value)
 
-    study_name = args.name or space.name
-    if not study_name or any(c in study_name for c in "/\\ "):
-        raise SpaceError(f"--name {study_name!r} is not a folder name: use letters, digits, - and _")
+    study_name = space.name if args.name is None else args.name
+    problem = name_problem(study_name)
+    if problem:
+        raise SpaceError(f"--name {study_name[:120]!r} {problem}")
     paths = StudyPaths.resolve(study_name, args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
                                search=space.kind == "search")
     if paths.local_storage:
@@ -124,7 +127,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
     return space, paths
 
 
-def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> int:
+def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, lock: DriverLock) -> int:
     import ray
 
     from study.tracking import StudyTracker
@@ -145,8 +148,10 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
         max_concurrent = resources.max_concurrent or max(
             1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial
         )
-        tracker = StudyTracker(paths.tracking_uri, paths.name)
-        parent_run_id = tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
+        lock.hold_reserve()
+        with store_lock(paths.results_dir):  # the first start creates the SQLite stores: one driver at a time
+            tracker = StudyTracker(paths.tracking_uri, paths.name)
+            parent_run_id = tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
         tuner = make_tuner(space, paths, parent_run_id=parent_run_id, max_concurrent=max_concurrent,
                            resume=args.resume)
         started = time.perf_counter()
@@ -157,10 +162,21 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) ->
         tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
         return report_study(tracker, paths, outcome)
     except BaseException as exc:
-        if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
-            tracker.close_unfinished_trials()
-            tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
+        full = disk_full(exc)
+        if full:  # the reserve makes room to close the runs below
+            lock.free_reserve()
+        try:
+            if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
+                tracker.close_unfinished_trials()
+                tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        except Exception:
+            if not full:
+                raise
+        if not full:
+            raise
+        print(f"error: the disk of --results-dir {paths.results_dir} is full ({full}): free space (a study needs "
+              f"at least --min-free-mb {args.min_free_mb:g} MB) and continue it with --resume", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         ray.shutdown()
 

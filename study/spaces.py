@@ -240,6 +240,11 @@ class StudySpace(SpaceFile):
         """Preset + fixed overrides: what every trial starts from."""
         return apply_overrides(preset(self.preset), self.fixed)
 
+    def run_identity(self) -> dict[str, Any]:
+        """What the trials run, as JSON: all but where and with how much (resources, the file's path), which a
+        resumed study may change."""
+        return self.model_dump(mode="json", exclude={"resources", "path"})
+
     def trials(self) -> list[dict[str, Any]]:
         """The grid's trials as (direction, variant, seed); a search has one entry per direction."""
         if self.kind == "search":

@@ -19,6 +19,7 @@ import os
 import pickle
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
@@ -42,6 +44,7 @@ from ray.tune.logger import LoggerCallback  # noqa: E402
 from reidmodel.config import flatten, to_yaml  # noqa: E402
 from reidmodel.cycle_metrics import METRICS  # noqa: E402
 from study.outcome import INTERRUPTED, is_deterministic, one_line  # noqa: E402
+from study.paths import ARTIFACTS_DIR  # noqa: E402
 from study.trial import TrialConfigs, trial_label, trial_outcome, trial_tags  # noqa: E402
 
 # Tags that identify the runs of a study; the report reads them too.
@@ -75,7 +78,7 @@ def artifact_root(tracking_uri: str) -> str | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    return (Path(tracking_uri[len(prefix):]).resolve().parent / "mlartifacts").as_uri()
+    return (Path(tracking_uri[len(prefix):]).resolve().parent / ARTIFACTS_DIR).as_uri()
 
 
 def find_experiment_id(client: MlflowClient, study_name: str, tracking_uri: str, create: bool) -> str:
@@ -95,6 +98,17 @@ def latest_parent(client: MlflowClient, experiment_id: str):
     parents = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
                                  order_by=["attributes.start_time DESC"], max_results=1)
     return parents[0] if parents else None
+
+
+def logged_space(client: MlflowClient, parent) -> dict:
+    """The space a study ran, whole, as its parent run logged it at the first start (search_space.json); {} for a
+    parent run from before spaces were logged."""
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = client.download_artifacts(parent.info.run_id, "search_space.json", folder)
+        except MlflowException:
+            return {}
+        return json.loads(Path(path).read_text())
 
 
 def close_open_children(client: MlflowClient, parent, reason: str) -> int:
