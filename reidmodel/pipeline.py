@@ -120,6 +120,7 @@ def pretrain_signature(config: ExperimentConfig) -> dict[str, Any]:
             "synthetic": None if root else [data.synthetic_ids, data.synthetic_seed],
             "size": [data.height, data.width],
             "batch": [data.batch_size, data.num_instances],
+            **({"max_batches": data.max_batches} if data.max_batches else {}),  # unset: earlier caches still hit
             "augment": [data.flip_prob, data.pad, data.color_jitter, data.random_erasing_prob],
         },
         "model": config.model.model_dump(),
