@@ -2,6 +2,8 @@
 
     python benchmarks/data_throughput.py [--threads 2] [--epochs 3]
     python -m benchmarks.run --only data       (the same, as a part of the benchmark suite)
+    python -m benchmarks.data_throughput --preset paper [--steps 1]   (the paper preset, and its cost table:
+                                               results/data_throughput_paper.md; benchmarks.run --only paper)
 
 Compares, on the same model, batch size and input size (the CPU preset on the synthetic market domain):
 - a bare loop: forward + loss + backward + step on one pre-made batch, no data work at all;
@@ -33,8 +35,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("results/data_throughput.md"))
-    print(run(parser.parse_args())["text"])
+    parser.add_argument("--preset", choices=("cpu", "paper"), default="cpu")
+    parser.add_argument("--steps", type=int, default=1, help="--preset paper: timed training steps of batch 64")
+    parser.add_argument("--out", type=Path, help="default: results/data_throughput.md, or "
+                                                 "results/data_throughput_paper.md for --preset paper")
+    args = parser.parse_args()
+    if args.preset == "paper":
+        from benchmarks.paper_cost import run_paper
+
+        args.out = args.out or Path("results/data_throughput_paper.md")
+        print(run_paper(args)["text"])
+        return
+    args.out = args.out or Path("results/data_throughput.md")
+    print(run(args)["text"])
 
 
 def part(ctx) -> dict:

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import data_throughput, scale, studies, synthetic_benchmark, training
+from benchmarks import data_throughput, paper_cost, scale, studies, synthetic_benchmark, training
 from benchmarks.common import in_child, load_average, machine
 
-PARTS = ("evaluation", "clustering", "rerank", "growth", "training", "studies", "data", "synthetic")
-QUICK_SKIPS = ("data", "synthetic")  # whole epochs / whole experiments: no small version
+PARTS = ("evaluation", "clustering", "rerank", "growth", "training", "studies", "data", "synthetic", "paper")
+QUICK_SKIPS = ("data", "synthetic", "paper")  # whole epochs, whole experiments, ResNet-50 steps: no small version
 
 
 @dataclass
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         print(f"== {part}", flush=True)
         start = time.perf_counter()
-        if part in ("data", "synthetic"):
-            module = data_throughput if part == "data" else synthetic_benchmark
+        if part in ("data", "synthetic", "paper"):
+            module = {"data": data_throughput, "synthetic": synthetic_benchmark, "paper": paper_cost}[part]
             results[part] = in_child(_module_part, module.__name__, ctx, threads=ctx.threads)
         else:
             results[part] = PART_FUNCTIONS[part](ctx)
@@ -157,7 +157,8 @@ def report(results: dict, header: dict) -> str:
     if {"evaluation", "clustering", "rerank"} & results.keys():
         lines += ["", "## Against the targets (issue 9)", ""] + _summary(results, ctx.quick)
     sections = {"evaluation": _evaluation, "clustering": _clustering, "rerank": _rerank, "growth": _growth,
-                "training": _training, "studies": _studies, "data": _data, "synthetic": _synthetic}
+                "training": _training, "studies": _studies, "data": _data, "synthetic": _synthetic,
+                "paper": _paper}
     for part, result in results.items():
         lines += [""] + sections[part](result, ctx)
     lines += ["", "## Correctness comparisons", ""]
@@ -335,6 +336,14 @@ def _data(d: dict, ctx) -> list[str]:
     return ["## Data loading vs the model (cpu preset, whole epochs)", "",
             f"Real epoch / bare loop = {100 * d['ratio']:.1f}% ({d['real']:.0f} vs {d['bare']:.0f} images/s; "
             f"loader alone {d['loader']:.0f} images/s). Details: `{Path(d['path']).name}`."]
+
+
+def _paper(p: dict, ctx) -> list[str]:
+    """The paper preset's data path and cost (benchmarks/paper_cost.py), its headings one level down."""
+    body = p["text"].splitlines()[3:]  # past its title and the line naming its own command
+    return ["## The paper preset: data path and cost", "",
+            f"Details and the command that measures them alone: `{Path(p['path']).name}`.", "",
+            *[f"#{line}" if line.startswith("## ") else line for line in body]]
 
 
 def _synthetic(s: dict, ctx) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from benchmarks.common import in_child
 from reidmodel.config import apply_overrides, preset
 from reidmodel.data import build_train_loader
-from reidmodel.engine import TrainStep, build_optimizers, train_one_epoch
+from reidmodel.engine import TrainStep, build_optimizers, resolve_device, train_one_epoch
 from reidmodel.losses import ReIDLoss
 from reidmodel.model import build_model
 from reidmodel.pipeline import load_domain
@@ -30,15 +30,21 @@ SETTINGS = (
 
 
 def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threads: int) -> dict:
+    """Bare and real images/s of ``steps`` training steps, on the config's device (runtime.device, amp and
+    channels_last as a trial sets them), with the peak GPU memory on CUDA."""
     config = apply_overrides(preset(name), {**overrides, "runtime.threads": threads})
     # The paper preset's 4 loader workers, at most one per CPU of this machine.
     config = apply_overrides(config, {"data.workers": min(config.data.workers, os.cpu_count() or 1)})
+    device = resolve_device(config.runtime.device)
     domain = load_domain(config, config.data.source)
     num_ids = domain.dataset.num_train_pids
-    model = build_model(config.model, num_ids)
-    criterion = ReIDLoss(config.loss, num_ids, model.feature_dim)
+    model = build_model(config.model, num_ids).to(device)
+    if config.runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    criterion = ReIDLoss(config.loss, num_ids, model.feature_dim).to(device)
     optimizer, center_optimizer = build_optimizers(model, criterion, 3.5e-4, 5e-4, config.loss.center_lr)
-    train_step = TrainStep(criterion, optimizer, center_optimizer, config.loss.center_weight, torch.device("cpu"))
+    train_step = TrainStep(criterion, optimizer, center_optimizer, config.loss.center_weight, device,
+                           amp=config.runtime.amp, channels_last=config.runtime.channels_last)
     loader = build_train_loader(domain.dataset.train, config.data, seed=0, images=domain.images["train"])
 
     def batches():  # epochs back to back, as training sees them
@@ -52,6 +58,8 @@ def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threa
     def step(source) -> float:
         start = time.perf_counter()
         train_one_epoch(model, source, train_step)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return steps * config.data.batch_size / (time.perf_counter() - start)
 
     step([batch])  # warm-up of both paths
@@ -62,7 +70,9 @@ def child_throughput(name: str, overrides: dict, steps: int, repeats: int, threa
         real.append(step(itertools.islice(stream, steps)))
     return {"bare": statistics.median(bare), "real": statistics.median(real), "steps": steps,
             "batch": config.data.batch_size, "workers": config.data.workers, "in_memory": config.data.in_memory,
-            "backbone": config.model.backbone, "input": f"{config.data.height}x{config.data.width}"}
+            "backbone": config.model.backbone, "input": f"{config.data.height}x{config.data.width}",
+            "device": str(device), "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20
+            if device.type == "cuda" else None}
 
 
 def training(ctx) -> dict:

@@ -77,6 +77,10 @@ class DataConfig(Settings):
     num_instances: Int = Field(
         4, ge=1, json_schema_extra=SOURCE_STAGE,
         description="K of the P x K identity sampler: images per identity in a batch (<= batch_size)")
+    max_batches: Int | None = Field(
+        None, ge=1, json_schema_extra=SOURCE_STAGE,
+        description="a rehearsal's short schedule: train on the first N P x K batches of every epoch; "
+        "null: the whole epoch")
     workers: Int = Field(4, ge=0, description="data-loading worker processes; 0 loads in the training process")
     in_memory: bool = Field(
         False, description="decode every image once and keep the uint8 tensors in memory (small datasets)")

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from study.paths import SPACES_DIR, StudyPaths
+from study.paths import CONFIRM_SPACES_DIR, StudyPaths
 from study.spaces import SpaceError, SpaceFile, direction_overrides, load_space
 
 PAPER_DEFAULT_VARIANT = "ULA(750)+KD(0.5)"
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    space_file = paths.results_dir / SPACES_DIR / f"{paths.name}.yaml"
+    space_file = paths.results_dir / CONFIRM_SPACES_DIR / f"{paths.name}.yaml"
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}\n"
@@ -107,16 +107,16 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str)
         "directions": [direction],
         "seeds": seeds[:num_seeds],
         "fixed": fixed,
-        "variants": confirmation_variants(best_set, direction),
+        "variants": confirmation_variants(best_set, direction, searched["preset"]),
         "tables": [confirmation_table(study, best_run.info.run_name)],
         "scheduler": {"type": "none"},
         "resources": searched.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
     })
 
 
-def confirmation_variants(best_set: dict[str, Any], direction: str) -> list[dict[str, Any]]:
+def confirmation_variants(best_set: dict[str, Any], direction: str, preset_name: str = "cpu") -> list[dict[str, Any]]:
     """The paper default, the searched best and the supervised-on-target upper bound, as grid variants."""
-    paper_set = paper_default_set()
+    paper_set = paper_default_set(preset_name)
     target = direction.split("->")[1].strip()
     supervised_set = {**paper_set, "data.source": target, "adapt.cycles": 0, "ula.enabled": False}
     return [
@@ -183,8 +183,15 @@ def config_diff(flat: dict[str, Any], fixed: dict[str, Any], preset_name: str, d
             if key not in NOT_CARRIED and key != "preset" and json.dumps(value) != json.dumps(base.get(key))}
 
 
-def paper_default_set() -> dict[str, Any]:
-    """The ablation's final row as overrides: its fixed settings, then the variant's own."""
+def paper_default_set(preset_name: str = "cpu") -> dict[str, Any]:
+    """The paper default as overrides. A paper-preset search (real data) gets every method setting of the paper
+    preset, whatever the search fixed (hpo-modern fixes another clustering); a cpu-preset one the synthetic
+    ablation's final row: its fixed settings, then the variant's own."""
+    if preset_name == "paper":
+        from reidmodel.config import preset
+
+        return {key: value for key, value in preset("paper").flat().items()
+                if key.split(".")[0] in ("model", "loss", "source", "ula", "kd", "adapt")}
     ablation = load_space("ablation")
     variant = next(v for v in ablation.variants if v.name == PAPER_DEFAULT_VARIANT)
     return {**ablation.fixed, **variant.set}

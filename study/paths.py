@@ -15,10 +15,11 @@ MLFLOW_DB = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 OPTUNA_DB = "optuna.db"
 LOCKS_DIR = "locks"
-SPACES_DIR = "spaces"  # the spaces study.confirm writes
+CONFIRM_SPACES_DIR = "spaces"  # the spaces study.confirm writes
 PARTIAL_SUFFIX = ".partial"  # results/<name>.partial/: the report of a study that did not finish
 # What the results folder keeps for itself beside one folder per study: a study may not take one of these names.
-RESERVED_NAMES = (MLFLOW_DB, OPTUNA_DB, RAY_DIR, CACHE_DIR.split("/")[0], ARTIFACTS_DIR, LOCKS_DIR, SPACES_DIR)
+RESERVED_NAMES = (MLFLOW_DB, OPTUNA_DB, RAY_DIR, CACHE_DIR.split("/")[0], ARTIFACTS_DIR, LOCKS_DIR,
+                  CONFIRM_SPACES_DIR)
 MAX_NAME_LENGTH = 100  # keeps .<name>.partial.staging-<pid> and Ray's trial folders under 255 characters
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reidmodel.config import PRESETS
 from study.lock import DriverLock, StudyRunning, store_lock
 from study.outcome import EXIT_FAILED, EXIT_INTERRUPTED, StudyOutcome, disk_full, one_line
 from study.paths import StudyPaths, name_problem
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--space", required=True,
                         help=f"a name in search_spaces/ ({', '.join(available_spaces())}) or a YAML path")
     parser.add_argument("--data-root", help="folder holding the datasets (default: the embedded synthetic benchmark)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="run the space on this reidmodel preset instead "
+                                                                 "of its own (paper: ResNet-50, 256x128)")
     parser.add_argument("--directions", nargs="+", metavar="SRC->TGT", help="replace the space's directions")
     parser.add_argument("--name", help="study name (default: the space's name)")
     parser.add_argument("--seeds", type=int, metavar="N",
@@ -92,7 +95,8 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
     if args.seeds is not None and args.seeds < 1:
         raise SpaceError(f"--seeds {args.seeds} is out of range: pass the number of seeds, e.g. --seeds 3")
     seeds = list(range(args.seeds)) if args.seeds is not None else None
-    space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides), seeds)
+    space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides), seeds,
+                       preset_name=args.preset)
     if args.data_root is not None:
         for direction in space.directions:
             for name in direction.split("->"):

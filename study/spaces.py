@@ -155,6 +155,9 @@ class SpaceFile(Settings):
     """The keys of a space file (search_spaces/README.md shows one of each)."""
 
     name: Text | None = Field(None, description="default study name (--name overrides); null: the file's name")
+    base: Text | None = Field(None, description="a space (name or path) whose keys this file starts from: each "
+                                                "top-level key given here replaces the base's; name and "
+                                                "description are never inherited")
     description: Text = Field("", description="free text, logged on the study's parent run")
     kind: Literal["grid", "search"] = Field("grid", description="grid: named variants; search: distributions "
                                                                 "Optuna samples")
@@ -261,22 +264,18 @@ def load_space(
     directions: list[str] | None = None,
     overrides: dict[str, Any] | None = None,
     seeds: list[int] | None = None,
+    preset_name: str | None = None,
 ) -> StudySpace:
     """Load and validate a space: a name of a file in ``search_spaces/`` or a path to a YAML file.
 
-    ``data_root``, ``directions``, ``overrides`` and ``seeds`` (the CLI's --data-root, --directions, --set
-    and --seeds) replace the file's ``data.root``, ``directions`` and ``seeds`` and extend ``fixed``
-    before validation, so a space is checked as it will run.
+    ``data_root``, ``directions``, ``overrides``, ``seeds`` and ``preset_name`` (the CLI's --data-root,
+    --directions, --set, --seeds and --preset) replace the file's ``data.root``, ``directions``, ``seeds`` and
+    ``preset`` and extend ``fixed`` before validation, so a space is checked as it will run.
     """
     path = _find(name_or_path)
-    try:
-        raw = read_yaml(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(SpaceFile.model_fields)}")
-    given = {key: value for key, value in raw.items() if value is not None}  # an empty key is a key left out
-    given.update({key: value for key, value in (("directions", directions), ("seeds", seeds)) if value})
+    given = _read_space(path)
+    given.update({key: value for key, value in (("directions", directions), ("seeds", seeds),
+                                                ("preset", preset_name)) if value})
     try:
         file = SpaceFile.model_validate(given)
     except ValidationError as exc:
@@ -308,6 +307,9 @@ def parse_direction(direction: str, data_root: str | Path | None, where: str) ->
                          f"'synthetic_duke->synthetic_market'{quote}")
     known = known_datasets(data_root)
     for name in parts:
+        if data_root is None and name in REAL_DATASETS:
+            raise SpaceError(f"{where}: {name} is real data: pass --data-root DIR, the folder holding it "
+                             "(README.md, 'Reproduce the paper on real data')")
         if name not in known:
             if data_root is None:
                 hint = f"use one of {', '.join(known)}, or pass --data-root DIR for {', '.join(REAL_DATASETS)}"
@@ -362,6 +364,25 @@ def parse_set_args(items: list[str]) -> dict[str, Any]:
 def encode_choice(value: Any) -> Any:
     """Optuna's categorical values must be scalars: a list (attention stages) travels as 'conv3+conv4'."""
     return list_text(value) if isinstance(value, list) else value
+
+
+def _read_space(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The file's keys laid over those of the space its ``base`` names (a paper-preset space reuses the synthetic
+    ablation's variants and tables); an empty key is a key left out."""
+    if path in chain:
+        raise SpaceError(f"{path}: base spaces loop ({' -> '.join(str(p) for p in (*chain, path))}): break the "
+                         "chain")
+    try:
+        raw = read_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpaceError(f"{path}: not valid YAML ({' '.join(str(exc).split())}): fix its syntax") from exc
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: must hold a mapping with keys {', '.join(SpaceFile.model_fields)}")
+    given = {key: value for key, value in raw.items() if value is not None}
+    if not isinstance(given.get("base"), str):
+        return given
+    inherited = _read_space(_find(given["base"]), (*chain, path))
+    return {**{k: v for k, v in inherited.items() if k not in ("name", "description", "base")}, **given}
 
 
 def _find(name_or_path: str | Path) -> Path:

@@ -79,3 +79,14 @@ def test_the_search_report_shows_its_confirmation(confirmed):
     assert len(rows) == 4 and all(row in section for row in rows)  # the same final-cycle table
     assert "The searched setting beats the paper default (by more than 10 mAP)" in section
     assert "Not confirmed yet" not in section
+
+
+def test_a_paper_preset_searchs_default_is_the_paper_preset_whatever_the_search_fixed():
+    from study.confirm import confirmation_variants
+
+    variants = confirmation_variants({"ula.eps": 0.55}, "dukemtmc->market1501", "paper")
+    default = {v["name"]: v["set"] for v in variants}["paper default"]
+    # hpo-modern fixes ula.distance=jaccard and k1 30: the reference row must undo that.
+    assert (default["ula.distance"], default["ula.eps"], default["ula.k1"], default["adapt.lr"]) == (
+        "euclidean", 1.0, 20, 1e-7)
+    assert not any(key.startswith(("data.", "runtime.")) for key in default)  # the study's data and devices stay

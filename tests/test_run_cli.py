@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
         (["--space", "smoke", "--resume"], "--resume: no study 'smoke'"),
         (["--space", "smoke", "--seeds", "0"], "--seeds 0 is out of range"),
         (["--space", "hpo", "--seeds", "2"], "a search samples on one seed"),
+        (["--space", "ablation-paper"], "dukemtmc is real data: pass --data-root DIR"),
+        (["--space", "hpo-modern", "--preset", "cpu"], "dukemtmc is real data: pass --data-root DIR"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, message):

@@ -63,3 +63,9 @@ def test_bad_arguments():
         IdentitySampler(LABELS, batch_size=10, num_instances=4)
     with pytest.raises(ValueError, match="only 6 identities"):
         IdentitySampler(LABELS, batch_size=28, num_instances=4)
+
+
+def test_max_batches_keeps_the_epochs_first_batches():
+    full = list(IdentitySampler(LABELS, 8, 4, seed=3))
+    capped = IdentitySampler(LABELS, 8, 4, seed=3, max_batches=1)
+    assert len(capped) == 8 and list(capped) == full[:8]

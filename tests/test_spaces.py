@@ -48,7 +48,7 @@ def search(params: str, extra: str = "") -> str:
         (search("  kd.mu: {low: 0, high: 1}"), "params.kd.mu.type is missing: give one of choice, grid"),
         (search("  ula.k1: {type: int, low: 1.5, high: 3}"), "params.ula.k1.low=1.5 is not an integer"),
         (search("  kd.mu: {type: uniform, low: 0.1, high: 1.5}"), "kd.mu=1.5 is out of range"),
-        (GRID + "directions: [synthetic_duke->market1501]\n", "unknown dataset 'market1501'"),
+        (GRID + "directions: [synthetic_duke->market1501]\n", "market1501 is real data: pass --data-root DIR"),
         (GRID + "directions: [synthetic_duke]\n", "is not SRC->TGT"),
         (GRID + "sheduler: {type: asha}\n", "unknown key 'sheduler': did you mean scheduler?"),
         (GRID + "search: {sampler: grid}\n", "search.sampler='grid' is not allowed: use one of tpe, random"),
@@ -240,3 +240,58 @@ def test_the_readme_schema_block_is_generated_from_the_declaration():
     assert block.splitlines() == yaml_schema(SpaceFile), "regenerate it: python -m study.spaces"
     keys = [line.split(":")[0].strip(" -") for line in block.splitlines()]
     assert {"k_evidence", "claims", "margin", "start_points", "step", "max_concurrent"} <= set(keys)
+
+
+@pytest.fixture
+def real_root(tmp_path):
+    """A data root that holds the real datasets' folders (empty: loading a space only needs the names)."""
+    for folder in ("Market-1501-v15.09.15", "DukeMTMC-reID"):
+        (tmp_path / "reid" / folder).mkdir(parents=True)
+    return tmp_path / "reid"
+
+
+@pytest.mark.parametrize("name", ["ablation-paper", "ablation-modern", "hpo-paper", "hpo-modern"])
+def test_paper_spaces_run_the_paper_preset_on_real_data_with_gpus(name, real_root):
+    space = load_space(name, real_root)
+    base = space.base_config()
+    assert space.preset == "paper" and space.name == name
+    assert (base.model.backbone, base.model.pretrained, base.data.height, base.data.width) == (
+        "resnet50", "imagenet", 256, 128)
+    assert base.source.epochs == 120 and space.resources.gpus_per_trial > 0
+    assert base.data.workers < space.resources.cpus_per_trial  # the loader's processes plus the training one
+    assert all(name in ("market1501", "dukemtmc") for d in space.directions for name in d.split("->"))
+    # None of the synthetic sets' clustering settings (k1 10 / k2 3 for 9 images per identity, eps 0.35).
+    assert (base.ula.k1, base.ula.k2, base.ula.eps) != (10, 3, 0.35) and base.ula.min_samples == 4
+    # A search starts from its reference setting; a grid fixes it.
+    lr = space.search.start_points[0].params["adapt.lr"] if space.kind == "search" else base.adapt.lr
+    if "modern" in name:
+        assert (base.ula.distance, base.ula.k1, base.ula.k2, lr) == ("jaccard", 30, 6, 3.5e-4)
+    else:
+        assert (base.ula.distance, lr, base.adapt.cycles) == ("euclidean", 1e-7, 16)
+
+
+def test_paper_ablations_inherit_the_synthetic_ablations_rows_and_tables(real_root):
+    synthetic = load_space("ablation")
+    for name in ("ablation-paper", "ablation-modern"):
+        space = load_space(name, real_root)
+        assert [v.name for v in space.variants] == [v.name for v in synthetic.variants]
+        assert space.tables == synthetic.tables and len(space.trials()) == 20
+    assert load_space("ablation-modern", real_root).base_config().ula.eps == 0.6
+    assert load_space("hpo-modern", real_root).search.start_points[0].params["ula.eps"] == 0.6
+
+
+def test_a_paper_space_without_data_root_names_the_flag():
+    with pytest.raises(SpaceError, match="dukemtmc is real data: pass --data-root DIR"):
+        load_space("ablation-paper")
+
+
+def test_preset_replaces_the_spaces_own(real_root):
+    assert load_space("smoke", preset_name="paper").base_config().model.backbone == "resnet50"
+    assert load_space("hpo-paper", real_root, preset_name="cpu").base_config().model.backbone == "resnet10"
+
+
+def test_base_spaces_that_loop_fail_with_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text(f"base: {tmp_path / 'b.yaml'}\n")
+    (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
+    with pytest.raises(SpaceError, match="base spaces loop"):
+        load_space(tmp_path / "a.yaml")

@@ -237,3 +237,33 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, word):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and word in err
+
+
+def test_real_scale_writes_a_data_root_at_the_scaled_real_sizes(tmp_path):
+    generate_benchmark(tmp_path, height=32, width=16, real_scale=0.006)
+    for folder, dataset in (("Market-1501-v15.09.15", "market1501"), ("DukeMTMC-reID", "dukemtmc")):
+        sizes = writer.REAL_SIZES[dataset].scaled(0.006)
+        train, query, gallery = (parse(tmp_path / folder / split) for split in SPLITS)
+        assert (len(train), len({p for p, _ in train})) == (sizes.train_images, sizes.train_ids)
+        assert (len(query), len({p for p, _ in query})) == (sizes.query_images, sizes.query_ids)
+        assert len(gallery) == sizes.gallery_images
+        for pid, cam in query:  # Market protocol: a match of the same identity in another camera
+            assert any(p == pid and c != cam for p, c in gallery)
+
+
+@pytest.mark.parametrize("dataset", ["market1501", "dukemtmc"])
+def test_the_real_size_plan_gives_the_real_counts(dataset):
+    """The plan at full size, without rendering: every count as the real dataset's, every query answerable."""
+    sizes, cameras = writer.REAL_SIZES[dataset], {"market1501": 6, "dukemtmc": 8}[dataset]
+    pids = list(range(1, sizes.train_ids + sizes.query_ids + 1))
+    test_ids = set(pids[sizes.train_ids:])
+    images, queries, extras = writer._image_plan(sizes, pids, test_ids)
+    rng = np.random.default_rng(0)
+    sightings = {pid: writer._sightings(rng, cameras, images[pid]) for pid in pids}
+    chosen = {pid: writer._queries(rng, sightings[pid], queries[pid]) for pid in test_ids}
+    assert sum(len(sightings[p]) for p in pids if p not in test_ids) == sizes.train_images
+    assert sum(map(len, chosen.values())) == sizes.query_images
+    assert sum(len(sightings[p]) - len(chosen[p]) for p in test_ids) + sum(extras) == sizes.gallery_images
+    for pid in test_ids:
+        gallery_cams = {s[0] for s in sightings[pid] if s not in chosen[pid]}
+        assert all(gallery_cams - {s[0]} for s in chosen[pid])

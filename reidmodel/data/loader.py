@@ -74,7 +74,8 @@ def build_train_loader(
     if images is None and cfg.in_memory:
         images = load_images(records, cfg.height, cfg.width)
     dataset = ImageDataset(records, build_train_transform(cfg), images=images, labels=labels)
-    sampler = IdentitySampler(dataset.labels, cfg.batch_size, cfg.num_instances, seed=seed)
+    sampler = IdentitySampler(dataset.labels, cfg.batch_size, cfg.num_instances, seed=seed,
+                              max_batches=cfg.max_batches)
     return _loader(dataset, cfg, cfg.batch_size, sampler=sampler, drop_last=True, seed=seed)
 
 

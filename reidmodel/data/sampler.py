@@ -17,7 +17,8 @@ class IdentitySampler(Sampler[int]):
     ``set_epoch`` still gives a new order every epoch; calling it pins the order to that epoch.
     """
 
-    def __init__(self, labels: Sequence[int], batch_size: int, num_instances: int, seed: int = 0) -> None:
+    def __init__(self, labels: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
+                 max_batches: int | None = None) -> None:
         if num_instances < 1 or batch_size % num_instances:
             raise ValueError(
                 f"batch_size={batch_size} is not a multiple of num_instances={num_instances}: "
@@ -27,6 +28,7 @@ class IdentitySampler(Sampler[int]):
         self.num_instances = num_instances
         self.num_pids_per_batch = batch_size // num_instances
         self.seed = seed
+        self.max_batches = max_batches  # an epoch's first batches only (a rehearsal's short schedule)
         self.epoch = 0
         index_of_label: dict[int, list[int]] = defaultdict(list)
         for index, label in enumerate(labels):
@@ -69,4 +71,4 @@ class IdentitySampler(Sampler[int]):
                 out.extend(chunks[label].pop())
                 if not chunks[label]:
                     available.remove(label)
-        return out
+        return out if self.max_batches is None else out[: self.max_batches * self.batch_size]
