@@ -36,16 +36,21 @@ def is_deterministic(exc: BaseException) -> bool:
     return isinstance(exc, DETERMINISTIC_ERRORS)
 
 
+DISK_FULL_MESSAGES = ("database or disk is full", "No space left on device")
+
+
 def disk_full(exc: BaseException) -> str | None:
     """The message of a full disk anywhere in the exception's chain (an OSError ENOSPC, SQLite's 'database or disk
     is full', however wrapped by MLflow or Ray), or None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        text = str(exc)
-        if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in text \
-                or "No space left on device" in text:
-            return message_line(exc)[:200]
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return message_line(exc)
+        # MLflow and Ray wrap it: the line that says so, out of a chained message or a remote traceback.
+        said = [line.strip() for line in str(exc).splitlines() if any(m in line for m in DISK_FULL_MESSAGES)]
+        if said:
+            return said[-1][:200]
         exc = exc.__cause__ or exc.__context__
     return None
 

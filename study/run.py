@@ -367,25 +367,22 @@ def progress_reporter(space: StudySpace) -> Any:
     )
 
 
-def print_summary(space: StudySpace, results: Any) -> int:
-    """One line per trial; returns the number of errored trials."""
-    errors = 0
+def print_summary(space: StudySpace, results: Any) -> None:
+    """One line per trial. A trial still pending when the study was interrupted has reported nothing: its metrics
+    are None and Ray's ResultGrid gives it a bare FileNotFoundError for the missing result file (a trial's own
+    errors come wrapped in RayTaskError): shown with NaN, not as a failure."""
     print(f"\n{'direction':38} {'trial':34} {'cycle':>5} {'mAP':>6} {'R1':>6}")
     for result in results:
         config, metrics = result.config or {}, result.metrics or {}
-        label = config.get("variant", {}).get("name") if space.kind == "grid" else ", ".join(
-            f"{k}={_short(config.get(k))}" for k in space.params
-        )
-        if result.error is not None:
-            errors += 1
+        label = (config.get("variant") or {}).get("name") if space.kind == "grid" else ", ".join(
+            f"{k}={_short(config.get(k))}" for k in space.params)
+        head = f"{str(config.get('direction') or '?'):38} {str(label or '?'):34}"
+        if result.error is not None and not isinstance(result.error, FileNotFoundError):
             # A trial's exception reaches the driver wrapped in Ray's RayTaskError; its cause says what happened.
-            print(f"{config.get('direction', '?'):38} {label:34} error: "
-                  f"{one_line(getattr(result.error, 'cause', None) or result.error)}")
+            print(f"{head} error: {one_line(getattr(result.error, 'cause', None) or result.error)}")
             continue
-        # A trial still pending when the study was interrupted has reported nothing: its metrics are None (NaN).
         cycle, mean_ap, rank1 = (_number(metrics.get(key)) for key in ("cycle", "target_mAP", "target_R1"))
-        print(f"{config.get('direction', '?'):38} {label:34} {cycle:>5} {mean_ap:6.2f} {rank1:6.2f}")
-    return errors
+        print(f"{head} {cycle:>5} {mean_ap:6.2f} {rank1:6.2f}")
 
 
 def _cli_dict(args: argparse.Namespace) -> dict[str, Any]:
