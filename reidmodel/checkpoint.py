@@ -42,6 +42,7 @@ class CycleCheckpoint:
     intermediate_classes: int | None
     history: list[dict]
     cycles: list[dict]
+    pseudo_labels: Any = None  # int64 tensor [N]: the last ULA's, for the next cycle's pseudo-label stability
 
 
 def save_source(path: Path, checkpoint: SourceCheckpoint) -> None:

@@ -100,6 +100,9 @@ class DataConfig(Settings):
         120, ge=4, json_schema_extra=SOURCE_STAGE, description="training identities per synthetic domain")
     synthetic_seed: Int = Field(
         0, json_schema_extra=SOURCE_STAGE, description="seed the synthetic benchmark is generated from")
+    target_val_ids: Int = Field(
+        0, ge=0, description="labelled target training identities held out of ULA's pool and evaluated every cycle "
+        "as target_val_* (a validation split that reads target labels, never the test split's); 0: none")
 
     @field_validator("num_instances")
     @classmethod
@@ -217,6 +220,9 @@ class EvalConfig(Settings):
     max_rank: Int = Field(50, ge=1, description="longest rank of the CMC curve")
     eval_source: bool = Field(True, description="also evaluate on the source domain every cycle")
     batch_size: Int = Field(256, ge=1, description="images per batch when extracting features")
+    validator_samples: Int = Field(
+        2048, ge=0, description="target training images (a seeded sample, the same every cycle) the label-free "
+        "validators read per cycle; 0: no validators")
 
 
 class RuntimeConfig(Settings):

@@ -9,8 +9,10 @@ The loop is a few named stages over one typed state (``AdaptState``): ``start_ru
 ``source_model`` (stage 1) or ``resume``, and per cycle ``run_cycle`` (``pseudo_labels`` -> ``fine_tune`` ->
 ``kd_merge`` -> ``evaluate_cycle``) and ``save``; ``reidmodel.checkpoint`` owns what goes on disk.
 
-Ground-truth target identities are read for ULA's diagnostics only (pseudo-label precision, purity, NMI); labels,
-templates and training never see them (tests/test_pipeline.py shuffles them to prove it).
+Ground-truth target identities are read for ULA's diagnostics only (pseudo-label precision, purity, NMI) and, when
+``data.target_val_ids`` holds some identities out as a labelled validation split, for that split's evaluation; labels,
+templates, training and the label-free validators (``reidmodel.validators``) never see them (tests/test_pipeline.py
+shuffles them to prove it).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from reidmodel.checkpoint import (
     save_source,
 )
 from reidmodel.config import SOURCE_STAGE, ExperimentConfig, marked_settings, to_yaml
-from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, ULA_KEYS, cmc_rank, cycle_metric_names, metric
+from reidmodel.cycle_metrics import (
+    EVAL_KEYS,
+    LOSS_KEYS,
+    TARGET_VAL_KEYS,
+    ULA_KEYS,
+    cmc_rank,
+    cycle_metric_names,
+    metric,
+)
 from reidmodel.data import (
     ReIDDataset,
     build_test_loader,
@@ -64,11 +74,14 @@ from reidmodel.losses import ReIDLoss
 from reidmodel.model import ReIDNet, build_model
 from reidmodel.rerank import re_ranking_features
 from reidmodel.ula import ULAResult, label_adaptation, resolve_num_classes
+from reidmodel.validators import clustering_validators, model_validators, sample_indices
 
 log = logging.getLogger(__name__)
 
 # Bump when the meaning of a saved source checkpoint changes, so caches keyed on the signature miss.
 PRETRAIN_FORMAT = 1
+# The target validation identities are drawn from the dataset alone, the same for every training seed.
+TARGET_VAL_SEED = 0
 Report = Callable[[dict[str, Any], Path], None]
 
 
@@ -156,7 +169,8 @@ class Run:
     config: ExperimentConfig
     device: torch.device
     source: Domain
-    target: Domain
+    target: Domain  # its training set is ULA's pool: without the validation identities, when some are held out
+    target_val: Domain | None = None  # the labelled target validation split (data.target_val_ids), query/gallery
     progress: bool = False
 
 
@@ -169,6 +183,7 @@ class AdaptState:
     history: list[dict]  # per-epoch losses, pre-training's first
     cycles: list[dict]  # per-cycle metrics
     next_cycle: int
+    pseudo_labels: np.ndarray | None = None  # the last ULA's, for the next cycle's pseudo-label stability
 
 
 def run_experiment(
@@ -206,7 +221,40 @@ def start_run(config: ExperimentConfig, progress: bool = False) -> Run:
     device = resolve_device(config.runtime.device)
     source = load_domain(config, config.data.source)
     target = source if config.data.target == config.data.source else load_domain(config, config.data.target)
-    return Run(config, device, source, target, progress)
+    target_val = None
+    if config.data.target_val_ids:
+        target, target_val = hold_out_identities(target, config.data.target_val_ids, TARGET_VAL_SEED)
+    return Run(config, device, source, target, target_val, progress)
+
+
+def hold_out_identities(domain: Domain, num_ids: int, seed: int) -> tuple[Domain, Domain]:
+    """(ULA's pool, a labelled validation split): ``num_ids`` training identities, drawn by a generator of their
+    own, leave the training set with all their images, which become a query/gallery split (one query per identity
+    and camera, the rest gallery). The test split is untouched; its identities are never training identities in
+    the supported datasets, so the two splits share no identity."""
+    train = domain.dataset.train
+    pids = sorted({record.pid for record in train})
+    if num_ids >= len(pids):
+        raise ValueError(f"data.target_val_ids={num_ids} leaves no identity of the target's {len(pids)} for ULA: "
+                         "lower it")
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(pids, num_ids, replace=False).tolist())
+    pool = [i for i, record in enumerate(train) if record.pid not in held]
+    query, gallery, seen = [], [], set()
+    for i in rng.permutation([i for i, record in enumerate(train) if record.pid in held]).tolist():
+        key = (train[i].pid, train[i].camid)
+        (gallery if key in seen else query).append(i)
+        seen.add(key)
+
+    def part(indices: list[int], split: str) -> dict:
+        images = domain.images["train"]
+        return {split: None if images is None else images[torch.as_tensor(indices, dtype=torch.long)]}
+
+    pool_domain = Domain(dataclasses.replace(domain.dataset, train=[train[i] for i in pool]),
+                         {**domain.images, **part(pool, "train")})
+    val_dataset = dataclasses.replace(domain.dataset, name=f"{domain.dataset.name} validation identities", train=[],
+                                      query=[train[i] for i in query], gallery=[train[i] for i in gallery])
+    return pool_domain, Domain(val_dataset, {"train": None, **part(query, "query"), **part(gallery, "gallery")})
 
 
 def source_model(run: Run, source_checkpoint: Path | None, workdir: Path) -> AdaptState:
@@ -227,9 +275,10 @@ def resume(run: Run, folder: Path) -> AdaptState:
     if saved.intermediate is not None:
         intermediate = _model_from_state(run, saved.intermediate, saved.intermediate_classes)
     log.info("resumed after cycle %d from %s", saved.cycle, folder)
+    labels = None if saved.pseudo_labels is None else saved.pseudo_labels.numpy()
     return AdaptState(
         _model_from_state(run, saved.target, saved.target_classes), intermediate, saved.history, saved.cycles,
-        next_cycle=int(saved.cycle) + 1,
+        next_cycle=int(saved.cycle) + 1, pseudo_labels=labels,
     )
 
 
@@ -238,10 +287,12 @@ def run_cycle(run: Run, state: AdaptState, cycle: int) -> tuple[dict[str, Any], 
     Returns the cycle's metrics and whether ULA was degenerate (the model is then left unchanged)."""
     started = time.perf_counter()
     ula: dict[str, Any] = {}
+    clustering: dict[str, float] = {}
     losses = _losses(state.history[-1]) if cycle == 0 and state.history else {}  # pre-training's last epoch
     if cycle > 0 and run.config.ula.enabled:
         result = pseudo_labels(run, state.target_model, cycle)
         ula = result.diagnostics
+        clustering = validate_clustering(run, state, result)
         if ula["degenerate"]:
             log.warning("cycle %d: ULA is degenerate, the model is left unchanged: %s", cycle, ula["reason"])
         else:
@@ -252,6 +303,8 @@ def run_cycle(run: Run, state: AdaptState, cycle: int) -> tuple[dict[str, Any], 
             kd_merge(run.config, state)
     metrics = _every_metric({
         **evaluate_cycle(run, state.target_model),
+        **clustering,
+        **validate_model(run, state),
         "cycle": cycle,
         "epoch": run.config.source.epochs + cycle * run.config.adapt.cycle_epochs,
         "time_s": time.perf_counter() - started,
@@ -299,12 +352,46 @@ def merge_factor(config: ExperimentConfig) -> float:
 
 
 def evaluate_cycle(run: Run, model: ReIDNet) -> dict[str, float]:
-    """target_* always, source_* when eval.eval_source is set."""
+    """target_* always, source_* when eval.eval_source is set, target_val_* when data.target_val_ids holds some
+    target identities out."""
     metrics = {f"target_{k}": v for k, v in evaluate_domain(run.config, model, run.target, run.device).items()}
     if run.config.eval.eval_source:
         source = evaluate_domain(run.config, model, run.source, run.device)
         metrics.update({f"source_{k}": v for k, v in source.items()})
+    if run.target_val is not None:
+        held_out = evaluate_domain(run.config, model, run.target_val, run.device)
+        metrics.update({f"target_val_{k}": held_out[k] for k in TARGET_VAL_KEYS})
     return metrics
+
+
+def validate_clustering(run: Run, state: AdaptState, result: ULAResult) -> dict[str, float]:
+    """The label-free validators of this cycle's ULA step (silhouette, noise, stability against the previous
+    cycle's pseudo labels), which it then keeps for the next cycle; none when eval.validator_samples is 0."""
+    previous, state.pseudo_labels = state.pseudo_labels, result.pseudo_labels
+    if not run.config.eval.validator_samples:
+        return {}
+    return clustering_validators(result.cluster_ids, result.distance_rows, result.pseudo_labels, previous,
+                                 samples=run.config.eval.validator_samples, seed=run.config.runtime.seed)
+
+
+def validate_model(run: Run, state: AdaptState) -> dict[str, float]:
+    """The label-free validators of the target model after the cycle, on a seeded sample of the target training
+    images (the same every cycle), with the classifier fine-tuning trains: the intermediate model's, initialised
+    from ULA's templates (the source classifier before the first fine-tuning). None when eval.validator_samples
+    is 0."""
+    samples, seed = run.config.eval.validator_samples, run.config.runtime.seed
+    if not samples:
+        return {}
+    train, images = run.target.dataset.train, run.target.images["train"]
+    chosen = sample_indices(len(train), samples, seed)
+    loader = build_test_loader(
+        [train[i] for i in chosen], run.config.data, batch_size=run.config.eval.batch_size,
+        images=None if images is None else images[torch.from_numpy(chosen)],
+    )
+    features = extract_features(state.target_model, loader, run.device)
+    classifier = (state.intermediate or state.target_model).classifier
+    logits = features @ classifier.weight.detach().float().cpu().T
+    return model_validators(features, logits, seed)
 
 
 def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> dict[str, float]:
@@ -343,6 +430,7 @@ def save(run: Run, state: AdaptState, workdir: Path) -> Path:
         intermediate_classes=None if intermediate is None else intermediate.classifier.out_features,
         history=state.history,
         cycles=state.cycles,
+        pseudo_labels=None if state.pseudo_labels is None else torch.from_numpy(state.pseudo_labels),
     )
     return save_cycle(workdir, checkpoint, to_yaml(run.config))
 

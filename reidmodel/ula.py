@@ -35,6 +35,9 @@ UNLABELLED = -1
 class ULAResult:
     pseudo_labels: np.ndarray  # int64 [N]; -1 = unlabelled, classes 0..K'-1 (largest base cluster first)
     templates: np.ndarray  # float32 [K', D], L2-normalised
+    cluster_ids: np.ndarray | None = None  # int64 [N]: DBSCAN's clusters, -1 = noise
+    # distance_rows(rows, columns) -> dense float32 block of the distance DBSCAN clustered on (label-free validators)
+    distance_rows: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     # Its keys named in reidmodel.cycle_metrics.ULA_KEYS are reported per cycle as ula_*; the rest are for the log.
     diagnostics: dict = field(default_factory=dict)
 
@@ -59,13 +62,14 @@ def label_adaptation(
     """
     features, true_ids = _checked_inputs(features, num_classes, true_ids)
     unit_features = normalize(features)
-    cluster_ids, eps, intra_sums = _cluster(unit_features if cfg.normalize else features, cfg)
+    cluster_ids, eps, intra_sums, distance_rows = _cluster(unit_features if cfg.normalize else features, cfg)
     base_clusters = _largest_clusters(cluster_ids, intra_sums, num_classes)
     pseudo_labels, templates = _assign_labels(cluster_ids, base_clusters, unit_features, cfg.similarity_threshold)
     diagnostics = _diagnostics(cfg, cluster_ids, pseudo_labels, num_base=len(base_clusters),
                                num_classes=num_classes, eps=eps, true_ids=true_ids)
     _log(diagnostics)
-    return ULAResult(pseudo_labels=pseudo_labels, templates=templates, diagnostics=diagnostics)
+    return ULAResult(pseudo_labels=pseudo_labels, templates=templates, cluster_ids=cluster_ids,
+                     distance_rows=distance_rows, diagnostics=diagnostics)
 
 
 def _checked_inputs(features, num_classes: int, true_ids) -> tuple[np.ndarray, np.ndarray | None]:
@@ -84,12 +88,13 @@ def _checked_inputs(features, num_classes: int, true_ids) -> tuple[np.ndarray, n
     return features, true_ids
 
 
-def _cluster(features: np.ndarray, cfg: ULAConfig) -> tuple[np.ndarray, float, Callable]:
-    """DBSCAN cluster ids (-1 noise), the eps used, and the intra-cluster distance sums of that distance."""
+def _cluster(features: np.ndarray, cfg: ULAConfig) -> tuple[np.ndarray, float, Callable, Callable]:
+    """DBSCAN cluster ids (-1 noise), the eps used, the intra-cluster distance sums of that distance and its
+    dense blocks ``distance_rows(rows, columns)``."""
     if cfg.distance == "jaccard":
-        graph, eps, intra_sums = _jaccard_neighbourhoods(features, cfg)
+        graph, eps, intra_sums, distance_rows = _jaccard_neighbourhoods(features, cfg)
     else:
-        graph, eps, intra_sums = _euclidean_neighbourhoods(features, cfg)
+        graph, eps, intra_sums, distance_rows = _euclidean_neighbourhoods(features, cfg)
     if eps <= 0:
         raise ValueError(
             f"eps={eps} derived from ula.eps_quantile={cfg.eps_quantile} is not positive (many duplicate "
@@ -100,7 +105,7 @@ def _cluster(features: np.ndarray, cfg: ULAConfig) -> tuple[np.ndarray, float, C
         cluster_ids = np.full(num_samples, 0 if num_samples >= cfg.min_samples else -1, dtype=np.int64)
     else:
         cluster_ids = DBSCAN(eps=eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(graph)
-    return cluster_ids, eps, intra_sums
+    return cluster_ids, eps, intra_sums, distance_rows
 
 
 def _assign_labels(cluster_ids: np.ndarray, base_clusters: list[int], unit_features: np.ndarray,
@@ -129,7 +134,8 @@ _TIE_ROWS = 2048
 
 
 def _jaccard_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
-    """The pairs within eps of the k-reciprocal Jaccard distance (sparse), eps, and a block function.
+    """The pairs within eps of the k-reciprocal Jaccard distance (sparse), eps, a block-sum function and the
+    distance's dense blocks.
 
     Pairs whose encodings share nothing are at distance 1, so they are neighbours only when eps >= 1,
     where every pair is one (returned as graph None).
@@ -146,11 +152,12 @@ def _jaccard_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
     def intra_sums(clusters: list[np.ndarray]) -> list:
         return [_block_sum(encoding.jaccard_rows, members) for members in clusters]
 
-    return graph, eps, intra_sums
+    return graph, eps, intra_sums, encoding.jaccard_rows
 
 
 def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
-    """The pairs within eps of the Euclidean distance (sparse), eps, and a block function."""
+    """The pairs within eps of the Euclidean distance (sparse), eps, a block-sum function and the distance's dense
+    blocks."""
     num = len(features)
     num_pairs = num * (num - 1) // 2
     if cfg.eps_mode == "fixed":
@@ -163,7 +170,8 @@ def _euclidean_neighbourhoods(features: np.ndarray, cfg: ULAConfig):
         eps = _pair_quantile(np.sort(values), num_pairs, cfg.eps_quantile)
         within = values <= eps
         rows, cols, values = rows[within], cols[within], values[within]
-    return _symmetric_graph(rows, cols, values, num), eps, _euclidean_intra_sums(features)
+    distances = _euclidean_blocks(features)
+    return _symmetric_graph(rows, cols, values, num), eps, _euclidean_intra_sums(features, distances), distances
 
 
 def _close_pairs(features: np.ndarray, *, limit: float = np.inf, smallest: int | None = None):
@@ -203,11 +211,17 @@ def _close_pairs(features: np.ndarray, *, limit: float = np.inf, smallest: int |
     return tuple(np.concatenate(a) for a in (rows, cols, values))
 
 
-def _euclidean_intra_sums(features: np.ndarray) -> Callable:
-    """``intra_sums(member lists)`` for ``_largest_clusters``: each cluster's summed pairwise distances."""
+def _euclidean_blocks(features: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``distances(rows, columns)``: the dense block of Euclidean distances between those samples."""
 
-    def distances(members: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        return compute_distance_matrix(torch.from_numpy(features[members]), torch.from_numpy(features[columns])).numpy()
+    def distances(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        return compute_distance_matrix(torch.from_numpy(features[rows]), torch.from_numpy(features[columns])).numpy()
+
+    return distances
+
+
+def _euclidean_intra_sums(features: np.ndarray, distances: Callable) -> Callable:
+    """``intra_sums(member lists)`` for ``_largest_clusters``: each cluster's summed pairwise distances."""
 
     def intra_sums(clusters: list[np.ndarray]) -> list:
         # Clusters of one size are batched (size ties are what asks for these sums): one bmm per batch.

@@ -35,7 +35,8 @@ def test_cycle_round_trip_in_the_state_pt_format(tmp_path):
     assert folder == tmp_path / "checkpoints" / "cycle_001"
     assert {p.name for p in folder.iterdir()} == {"state.pt", "history.csv", "cycles.csv", "config.yaml"}
     state = torch.load(folder / "state.pt", weights_only=True)  # the format resuming has always read
-    assert list(state) == ["cycle", "target", "target_classes", "intermediate", "intermediate_classes"]
+    assert list(state) == ["cycle", "target", "target_classes", "intermediate", "intermediate_classes",
+                           "pseudo_labels"]
 
     loaded = load_cycle(folder)
     assert (loaded.cycle, loaded.target_classes, loaded.intermediate_classes) == (1, 4, 5)
@@ -43,6 +44,19 @@ def test_cycle_round_trip_in_the_state_pt_format(tmp_path):
     assert loaded.history == HISTORY and loaded.cycles[1] == CYCLES[1]
     assert math.isnan(loaded.cycles[0]["ula_precision"]) and loaded.cycles[0]["cycle"] == 0
     assert load_cycle(save_cycle(tmp_path, checkpoint(2, intermediate=False), "")).intermediate is None
+
+
+def test_pseudo_labels_round_trip_and_an_older_state_pt_loads_without_them(tmp_path):
+    """The last ULA's labels ride along for the next cycle's pseudo-label stability; a state.pt written before
+    they were saved still resumes (without them)."""
+    labels = torch.tensor([0, -1, 1, 1])
+    saved = CycleCheckpoint(**{**vars(checkpoint(1)), "pseudo_labels": labels})
+    assert torch.equal(load_cycle(save_cycle(tmp_path, saved, "")).pseudo_labels, labels)
+    folder = save_cycle(tmp_path, checkpoint(2), "")
+    state = torch.load(folder / "state.pt", weights_only=True)
+    del state["pseudo_labels"]
+    torch.save(state, folder / "state.pt")
+    assert load_cycle(folder).pseudo_labels is None
 
 
 def test_only_the_newest_cycle_folder_is_kept_and_a_crashed_write_is_ignored(tmp_path):

@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from reidmodel.config import ULAConfig
-from reidmodel.cycle_metrics import EVAL_KEYS, LOSS_KEYS, METRICS, ULA_KEYS, cycle_metric_names, metric
+from reidmodel.cycle_metrics import (
+    EVAL_KEYS,
+    LOSS_KEYS,
+    METRICS,
+    TARGET_VAL_KEYS,
+    ULA_KEYS,
+    VALIDATOR_KEYS,
+    cycle_metric_names,
+    metric,
+)
 from reidmodel.ula import label_adaptation
 
 
@@ -15,7 +24,8 @@ def test_names_in_report_order_and_key_tuples_derived_from_them():
     names = cycle_metric_names()
     assert names == list(METRICS) and names[:3] == ["cycle", "epoch", "time_s"]
     assert names[3:13] == [f"{domain}_{key}" for domain in ("target", "source") for key in EVAL_KEYS]
-    assert names[13:] == [f"ula_{key}" for key in ULA_KEYS] + list(LOSS_KEYS)
+    assert names[13:] == ([f"ula_{key}" for key in ULA_KEYS] + list(LOSS_KEYS) + list(VALIDATOR_KEYS)
+                          + [f"target_val_{key}" for key in TARGET_VAL_KEYS])
     assert all(m.name == name and m.label and m.help for name, m in METRICS.items())
 
 
