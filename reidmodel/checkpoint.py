@@ -42,6 +42,7 @@ class CycleCheckpoint:
     intermediate_classes: int | None
     history: list[dict]
     cycles: list[dict]
+    teacher_steps: int = 0  # the mean teacher's updates so far (kd.teacher=ema); absent from older checkpoints
 
 
 def save_source(path: Path, checkpoint: SourceCheckpoint) -> None:
