@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -35,7 +36,8 @@ def test_cycle_round_trip_in_the_state_pt_format(tmp_path):
     assert folder == tmp_path / "checkpoints" / "cycle_001"
     assert {p.name for p in folder.iterdir()} == {"state.pt", "history.csv", "cycles.csv", "config.yaml"}
     state = torch.load(folder / "state.pt", weights_only=True)  # the format resuming has always read
-    assert list(state) == ["cycle", "target", "target_classes", "intermediate", "intermediate_classes"]
+    assert list(state) == ["cycle", "target", "target_classes", "intermediate", "intermediate_classes",
+                           "teacher_steps"]
 
     loaded = load_cycle(folder)
     assert (loaded.cycle, loaded.target_classes, loaded.intermediate_classes) == (1, 4, 5)
@@ -43,6 +45,15 @@ def test_cycle_round_trip_in_the_state_pt_format(tmp_path):
     assert loaded.history == HISTORY and loaded.cycles[1] == CYCLES[1]
     assert math.isnan(loaded.cycles[0]["ula_precision"]) and loaded.cycles[0]["cycle"] == 0
     assert load_cycle(save_cycle(tmp_path, checkpoint(2, intermediate=False), "")).intermediate is None
+
+
+def test_a_state_pt_from_before_the_mean_teacher_resumes_with_its_count_at_zero(tmp_path):
+    folder = save_cycle(tmp_path, dataclasses.replace(checkpoint(1), teacher_steps=7), "")
+    assert load_cycle(folder).teacher_steps == 7
+    state = torch.load(folder / "state.pt", weights_only=True)
+    del state["teacher_steps"]
+    torch.save(state, folder / "state.pt")
+    assert load_cycle(folder).teacher_steps == 0
 
 
 def test_only_the_newest_cycle_folder_is_kept_and_a_crashed_write_is_ignored(tmp_path):
