@@ -18,8 +18,8 @@ def test_the_section_is_appended_once_then_replaced(tmp_path):
     assert text.endswith(f"{HEADING}\n\nsecond\n\n## Later\n\nalso kept\n") and "kept\n\n" in text
 
 
-def test_grid_estimate_scales_the_whole_trial_by_each_rows_cycle():
-    rows = [{"row": "final", "cycle1_s": 10.0}, {"row": "EMA(0.999)", "cycle1_s": 20.0}]
+def test_grid_estimate_scales_the_whole_trial_by_each_rows_cpu_time():
+    rows = [{"row": "final", "cpu_s": 10.0}, {"row": "EMA(0.999)", "cpu_s": 20.0}]
     full = {"seconds": 100.0, "steps_per_cycle": [5]}
     # 2 rows x 3 repeats: per repeat 50 + 100 s of trials and 30 s of pre-training, two at a time.
     assert grid_estimate(rows, full, pretrain_seconds=30.0, trials=6) == pytest.approx((3 * 30 + 3 * 150) / 2)

@@ -102,3 +102,16 @@ def test_the_papers_loss_is_built_by_default(tiny_config):
     criterion = pipeline.target_loss(tiny_config, templates, feature_dim=8)
     assert isinstance(criterion, ReIDLoss)
     torch.testing.assert_close(criterion.center.centers.detach(), templates)
+
+
+def test_the_modern_space_pairs_every_row_with_the_final_setting_on_its_pretraining():
+    from study.spaces import load_space
+
+    space = load_space("modern")
+    assert len(space.trials()) == 6 * 2 * 3
+    base = space.base_config()
+    assert (base.kd.teacher, base.adapt.loss, base.kd.mu) == ("weight_merge", "ce_triplet", 0.5)
+    for variant in space.variants:
+        assert pretrain_signature(apply_overrides(base, variant.set)) == pretrain_signature(base), variant.name
+    for table in space.tables:
+        assert {row.reference for row in table.rows if row.variant != "final"} == {"final"}, table.id
