@@ -40,7 +40,7 @@ class EMATeacher:
     def __init__(self, teacher: nn.Module, student: nn.Module, momentum: float, steps: int = 0) -> None:
         if not 0 < momentum < 1:
             raise ValueError(f"momentum={momentum} must be in (0, 1): set kd.ema_momentum accordingly")
-        self.teacher, self.student, self.momentum, self.steps = teacher, student, momentum, steps
+        self.teacher, self.momentum, self.steps = teacher, momentum, steps
         averaged, current = (
             {name: p for name, p in model.named_parameters() if not name.startswith(EXCLUDED)}
             for model in (teacher, student)
