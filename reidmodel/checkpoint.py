@@ -43,6 +43,7 @@ class CycleCheckpoint:
     history: list[dict]
     cycles: list[dict]
     pseudo_labels: Any = None  # int64 tensor [N]: the last ULA's, for the next cycle's pseudo-label stability
+    teacher_steps: int = 0  # the mean teacher's updates so far (kd.teacher=ema); absent from older checkpoints
 
 
 def save_source(path: Path, checkpoint: SourceCheckpoint) -> None:

@@ -192,12 +192,26 @@ class ULAConfig(Settings):
 
 
 class KDConfig(Settings):
-    """Weight-space knowledge distillation after every cycle (docs/method.md section 6)."""
+    """The teacher: the paper's per-cycle weight merge or a mean teacher (docs/method.md 6, 10)."""
 
     enabled: bool = Field(
         True, description="merge weights after every cycle; false: the fine-tuned model is kept (mu = 1)")
     mu: float = Field(
         0.5, ge=0, le=1, description="weight of the fine-tuned model in the merge W := (1 - mu) W + mu W_tuned")
+    teacher: Literal["weight_merge", "ema"] = Field(
+        "weight_merge", description="weight_merge: the paper's merge once per cycle (kd.mu); ema: a mean teacher "
+        "updated after every fine-tuning step (kd.ema_momentum, as in MMT), which clusters and is evaluated")
+    ema_momentum: float = Field(
+        0.999, gt=0, lt=1, description="kd.teacher=ema: weight of the old teacher in each step's update, "
+        "ramped as min(1 - 1/(step + 1), momentum)")
+
+    @field_validator("teacher")
+    @classmethod
+    def _teacher_needs_kd(cls, teacher: str, info: ValidationInfo) -> str:
+        if teacher == "ema" and info.data.get("enabled") is False:
+            raise ValueError("needs kd.enabled=true (without KD the fine-tuned model is the target): set "
+                             "kd.enabled=true or kd.teacher=weight_merge")
+        return teacher
 
 
 class AdaptConfig(Settings):
@@ -208,8 +222,20 @@ class AdaptConfig(Settings):
     cycle_epochs: Int = Field(5, ge=1, description="fine-tuning epochs per cycle")
     lr: float = Field(1e-7, gt=0, description="Adam learning rate of fine-tuning (1e-7 as printed in the paper)")
     weight_decay: float = Field(5e-4, ge=0, description="Adam weight decay of fine-tuning")
+    loss: Literal["ce_triplet", "cluster_memory"] = Field(
+        "ce_triplet", description="fine-tuning loss on the pseudo labels: ce_triplet (the paper's ID + triplet + "
+        "centre losses on the template classifier) or cluster_memory (InfoNCE over cluster centroids, memory.*)")
     stop_on_degenerate: bool = Field(
         False, description="end the run at the first degenerate clustering instead of skipping that cycle")
+
+
+class MemoryConfig(Settings):
+    """The centroid memory of adapt.loss=cluster_memory (Cluster Contrast; docs/method.md 10)."""
+
+    momentum: float = Field(
+        0.1, ge=0, lt=1, description="weight of the old centroid in each per-sample update c := m c + (1 - m) f")
+    temperature: float = Field(0.05, gt=0, description="temperature of the InfoNCE over the centroids")
+    triplet: bool = Field(False, description="add the batch-hard triplet loss (loss.triplet_margin) to the InfoNCE")
 
 
 class EvalConfig(Settings):
@@ -255,6 +281,7 @@ class ExperimentConfig(Settings):
     ula: ULAConfig = Field(default_factory=ULAConfig)
     kd: KDConfig = Field(default_factory=KDConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
@@ -428,6 +455,7 @@ __all__ = [
     "ExperimentConfig",
     "KDConfig",
     "LossConfig",
+    "MemoryConfig",
     "ModelConfig",
     "PRESETS",
     "RuntimeConfig",

@@ -81,7 +81,8 @@ _ULA = (
 )
 _LOSS = (
     Metric("loss_total", "loss", REAL, "mean training loss of the last epoch before this evaluation", FREE),
-    Metric("loss_id", "ID loss", REAL, "identity (cross-entropy) part of the last epoch's loss", FREE),
+    Metric("loss_id", "ID loss", REAL, "identity part of the last epoch's loss (cross-entropy; InfoNCE with adapt.loss=cluster_memory)",
+           FREE),
     Metric("loss_triplet", "triplet loss", REAL, "triplet part of the last epoch's loss", FREE),
     Metric("loss_center", "center loss", REAL, "centre part of the last epoch's loss (before loss.center_weight)",
            FREE),

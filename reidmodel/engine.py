@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from reidmodel.config import ConfigError
-from reidmodel.losses import ReIDLoss
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def epoch_seed(seed: int, stage: str, cycle: int, epoch: int) -> int:
 
 
 def build_optimizers(
-    model: nn.Module, criterion: ReIDLoss, lr: float, weight_decay: float, center_lr: float
+    model: nn.Module, criterion: nn.Module, lr: float, weight_decay: float, center_lr: float
 ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
     """Adam for the network (strong baseline) and plain SGD for the centre-loss centres."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
@@ -76,7 +75,7 @@ def step_schedule(optimizer: torch.optim.Optimizer, step_size: int, gamma: float
 class TrainStep:
     """What an optimisation step needs besides the model and the batch; one per training stage."""
 
-    criterion: ReIDLoss
+    criterion: nn.Module  # (output, labels) -> (loss, parts): ReIDLoss or memory.ClusterMemoryLoss
     optimizer: torch.optim.Optimizer
     center_optimizer: torch.optim.Optimizer | None
     center_weight: float
@@ -84,6 +83,7 @@ class TrainStep:
     amp: bool = False
     channels_last: bool = False
     lr_key: str = "the learning rate"  # the setting a divergence error tells the user to lower
+    after_step: Callable[[torch.Tensor], None] | None = None  # called with each batch after its step (EMA teacher)
 
 
 def train_epochs(
@@ -128,6 +128,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, step: TrainStep, progres
     totals: dict[str, float] = {}
     batches = 0
     for images, labels, _camids, _index in loader:
+        images = _on_device(images, step)
         loss, parts = _forward(model, images, labels, step, use_amp=use_amp)
         if not math.isfinite(parts["loss_total"]):
             raise DivergenceError(
@@ -135,6 +136,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, step: TrainStep, progres
                 f"lower {step.lr_key}"
             )
         _backward_and_step(loss, step, scaler)
+        if step.after_step is not None:
+            step.after_step(images)
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + value
         batches += 1
@@ -149,11 +152,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, step: TrainStep, progres
     return {key: value / batches for key, value in totals.items()}
 
 
+def _on_device(images: torch.Tensor, step: TrainStep) -> torch.Tensor:
+    images = images.to(step.device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if step.channels_last else images
+
+
 def _forward(model: nn.Module, images, labels, step: TrainStep, *, use_amp: bool):
     """The loss of one batch (a tensor to backpropagate) and its parts as numbers."""
-    images = images.to(step.device, non_blocking=True)
-    if step.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
     labels = labels.to(step.device, non_blocking=True)
     step.optimizer.zero_grad(set_to_none=True)
     if step.center_optimizer is not None:

@@ -71,8 +71,10 @@ from reidmodel.engine import (
 from reidmodel.evaluation import evaluate_features, evaluate_rank, extract_features
 from reidmodel.kd import merge_weights
 from reidmodel.losses import ReIDLoss
+from reidmodel.memory import ClusterMemoryLoss
 from reidmodel.model import ReIDNet, build_model
 from reidmodel.rerank import re_ranking_features
+from reidmodel.teacher import EMATeacher
 from reidmodel.ula import ULAResult, label_adaptation, resolve_num_classes
 from reidmodel.validators import clustering_validators, model_validators, sample_indices
 
@@ -184,6 +186,7 @@ class AdaptState:
     cycles: list[dict]  # per-cycle metrics
     next_cycle: int
     pseudo_labels: np.ndarray | None = None  # the last ULA's, for the next cycle's pseudo-label stability
+    teacher_steps: int = 0  # updates of the mean teacher so far (kd.teacher=ema): they ramp its momentum
 
 
 def run_experiment(
@@ -278,7 +281,7 @@ def resume(run: Run, folder: Path) -> AdaptState:
     labels = None if saved.pseudo_labels is None else saved.pseudo_labels.numpy()
     return AdaptState(
         _model_from_state(run, saved.target, saved.target_classes), intermediate, saved.history, saved.cycles,
-        next_cycle=int(saved.cycle) + 1, pseudo_labels=labels,
+        next_cycle=int(saved.cycle) + 1, pseudo_labels=labels, teacher_steps=int(saved.teacher_steps),
     )
 
 
@@ -297,10 +300,11 @@ def run_cycle(run: Run, state: AdaptState, cycle: int) -> tuple[dict[str, Any], 
             log.warning("cycle %d: ULA is degenerate, the model is left unchanged: %s", cycle, ula["reason"])
         else:
             state.intermediate = state.intermediate or copy.deepcopy(state.target_model)
-            rows = fine_tune(run, state.intermediate, result, cycle)
+            teacher = mean_teacher(run.config, state)
+            rows = fine_tune(run, state.intermediate, result, cycle, teacher)
             state.history.extend(rows)
             losses = _losses(rows[-1]) if rows else {}
-            kd_merge(run.config, state)
+            kd_merge(run.config, state, teacher)
     metrics = _every_metric({
         **evaluate_cycle(run, state.target_model),
         **clustering,
@@ -326,14 +330,17 @@ def pseudo_labels(run: Run, model: ReIDNet, cycle: int) -> ULAResult:
     return label_adaptation(features, run.config.ula, num_classes, true_ids=true_ids)
 
 
-def fine_tune(run: Run, model: ReIDNet, result: ULAResult, cycle: int) -> list[dict]:
-    """Train the intermediate model on the pseudo-labelled target set for one cycle; its history rows."""
+def fine_tune(
+    run: Run, model: ReIDNet, result: ULAResult, cycle: int, teacher: EMATeacher | None = None
+) -> list[dict]:
+    """Train the intermediate model on the pseudo-labelled target set for one cycle; its history rows. A mean
+    teacher is updated after every step."""
     templates = torch.as_tensor(result.templates, dtype=torch.float32)
     model.reset_classifier(len(templates), weight=templates)
     model.to(run.device)
-    criterion = ReIDLoss(run.config.loss, len(templates), model.feature_dim).to(run.device)
-    criterion.center.set_centers(templates)
+    criterion = target_loss(run.config, templates, model.feature_dim).to(run.device)
     step = _train_step(run.config, model, criterion, stage="adapt", device=run.device)
+    step.after_step = None if teacher is None else teacher.after_step
     loaders = _loaders(run.config, run.target, labels=result.pseudo_labels)
     return train_epochs(
         model, step, loaders, epochs=run.config.adapt.cycle_epochs, seed=run.config.runtime.seed,
@@ -341,8 +348,29 @@ def fine_tune(run: Run, model: ReIDNet, result: ULAResult, cycle: int) -> list[d
     )
 
 
-def kd_merge(config: ExperimentConfig, state: AdaptState) -> None:
-    """Knowledge distillation in weight space: the target model moves mu of the way to the fine-tuned one."""
+def target_loss(config: ExperimentConfig, templates: torch.Tensor, feature_dim: int) -> torch.nn.Module:
+    """adapt.loss: the paper's losses with the centre loss's centres at the templates, or a cluster memory
+    built from them; either is built afresh every cycle, as the pseudo labels change."""
+    if config.adapt.loss == "cluster_memory":
+        return ClusterMemoryLoss(templates, config.memory, config.loss.triplet_margin)
+    criterion = ReIDLoss(config.loss, len(templates), feature_dim)
+    criterion.center.set_centers(templates)
+    return criterion
+
+
+def mean_teacher(config: ExperimentConfig, state: AdaptState) -> EMATeacher | None:
+    """kd.teacher=ema: the target model as the mean teacher of the intermediate; None for the paper's merge."""
+    if config.kd.teacher != "ema":
+        return None
+    return EMATeacher(state.target_model, state.intermediate, config.kd.ema_momentum, steps=state.teacher_steps)
+
+
+def kd_merge(config: ExperimentConfig, state: AdaptState, teacher: EMATeacher | None = None) -> None:
+    """Knowledge distillation in weight space: the target model moves mu of the way to the fine-tuned one. A mean
+    teacher moved after every step of fine-tuning instead: only its step count is kept."""
+    if teacher is not None:
+        state.teacher_steps = teacher.steps
+        return
     merge_weights(state.target_model, state.intermediate, merge_factor(config))
 
 
@@ -421,7 +449,8 @@ def save(run: Run, state: AdaptState, workdir: Path) -> Path:
     """Checkpoint the state after its last cycle; returns the cycle's folder."""
     # Without KD (mu = 1) the intermediate equals the target up to its classifier, which every cycle
     # rebuilds: saving it would double the checkpoint for nothing.
-    intermediate = None if merge_factor(run.config) == 1.0 else state.intermediate
+    same = run.config.kd.teacher == "weight_merge" and merge_factor(run.config) == 1.0
+    intermediate = None if same else state.intermediate
     checkpoint = CycleCheckpoint(
         cycle=state.next_cycle - 1,
         target=state.target_model.state_dict(),
@@ -431,6 +460,7 @@ def save(run: Run, state: AdaptState, workdir: Path) -> Path:
         history=state.history,
         cycles=state.cycles,
         pseudo_labels=None if state.pseudo_labels is None else torch.from_numpy(state.pseudo_labels),
+        teacher_steps=state.teacher_steps,
     )
     return save_cycle(workdir, checkpoint, to_yaml(run.config))
 
@@ -442,10 +472,13 @@ def _every_metric(measured: dict[str, Any]) -> dict[str, Any]:
 
 
 def _losses(history_row: dict[str, Any]) -> dict[str, float]:
-    return {key: history_row[key] for key in LOSS_KEYS}
+    """The last epoch's losses; a part the cycle's loss lacks (no centre loss in adapt.loss=cluster_memory) is NaN."""
+    return {key: history_row.get(key, math.nan) for key in LOSS_KEYS}
 
 
-def _train_step(config: ExperimentConfig, model: ReIDNet, criterion: ReIDLoss, *, stage: str, device) -> TrainStep:
+def _train_step(
+    config: ExperimentConfig, model: ReIDNet, criterion: torch.nn.Module, *, stage: str, device
+) -> TrainStep:
     """Fresh optimizers for one training stage ("source" or "adapt"), with that stage's lr and weight decay."""
     settings = getattr(config, stage)
     optimizer, center_optimizer = build_optimizers(

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -36,7 +37,7 @@ def test_cycle_round_trip_in_the_state_pt_format(tmp_path):
     assert {p.name for p in folder.iterdir()} == {"state.pt", "history.csv", "cycles.csv", "config.yaml"}
     state = torch.load(folder / "state.pt", weights_only=True)  # the format resuming has always read
     assert list(state) == ["cycle", "target", "target_classes", "intermediate", "intermediate_classes",
-                           "pseudo_labels"]
+                           "pseudo_labels", "teacher_steps"]
 
     loaded = load_cycle(folder)
     assert (loaded.cycle, loaded.target_classes, loaded.intermediate_classes) == (1, 4, 5)
@@ -57,6 +58,15 @@ def test_pseudo_labels_round_trip_and_an_older_state_pt_loads_without_them(tmp_p
     del state["pseudo_labels"]
     torch.save(state, folder / "state.pt")
     assert load_cycle(folder).pseudo_labels is None
+
+
+def test_a_state_pt_from_before_the_mean_teacher_resumes_with_its_count_at_zero(tmp_path):
+    folder = save_cycle(tmp_path, dataclasses.replace(checkpoint(1), teacher_steps=7), "")
+    assert load_cycle(folder).teacher_steps == 7
+    state = torch.load(folder / "state.pt", weights_only=True)
+    del state["teacher_steps"]
+    torch.save(state, folder / "state.pt")
+    assert load_cycle(folder).teacher_steps == 0
 
 
 def test_only_the_newest_cycle_folder_is_kept_and_a_crashed_write_is_ignored(tmp_path):
