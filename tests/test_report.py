@@ -8,8 +8,11 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from reidmodel.checkpoint import write_csv  # noqa: E402
 from reidmodel.cycle_metrics import metric  # noqa: E402
 from study import report  # noqa: E402
+from study.report import optuna_view, sections  # noqa: E402
+from study.report.__main__ import main as report_main  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialTracker  # noqa: E402
@@ -43,7 +46,7 @@ def study(tmp_path_factory):
     from study.run import space_dict
     from study.spaces import load_space
 
-    results = tmp_path_factory.mktemp("results")
+    results, tmp = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("trial")
     uri = default_tracking_uri(results)
     space = space_dict(load_space("ablation", seeds=[0, 1]))
     study_tracker = StudyTracker(uri, "ablation")
@@ -56,8 +59,11 @@ def study(tmp_path_factory):
             tracker = TrialTracker(uri, parent_id, name, "ablation")
             tracker.start({"ula": {"num_classes": index % 4}, "kd": {"mu": 0.5 if "KD" in variant else 0.0}},
                           {"variant": variant, "direction": DIRECTIONS[column], "seed": seed})
-            for cycle in range(3):
-                tracker.log_cycle(cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0))
+            rows = [cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0) for cycle in range(3)]
+            for row in rows:
+                tracker.log_cycle(row)
+            write_csv(tmp / "cycles.csv", rows)  # as a trial's checkpoint folder holds it
+            tracker.log_artifacts([tmp / "cycles.csv"])
             tracker.end()
     study_tracker.finish()  # only a finished study's report goes to results/<name>/
     readme = report.write_report("ablation", results, uri)
@@ -158,9 +164,11 @@ def test_search_sections(study):
 
 
 def test_search_history_carries_the_best_across_trials_stopped_early():
-    values = pd.Series([70.0, 90.0, 60.0, 80.0, 85.0])
-    finished = pd.Series([True, False, False, True, False])  # 90 was stopped early: it never counts
-    assert report.running_best(values, finished).tolist() == [70.0, 70.0, 70.0, 80.0, 80.0]
+    trials = pd.DataFrame({"trial": list("abcde"), "cycles": 3, "final_target_mAP": [70.0, 90.0, 60.0, 80.0, 85.0],
+                           "outcome": ["finished", "stopped early (asha)", "failed", "finished", "running"]})
+    history = optuna_view.history_study(trials)  # 90 was stopped early: it never counts
+    assert [t.state.name for t in history.trials] == ["COMPLETE", "PRUNED", "PRUNED", "COMPLETE", "PRUNED"]
+    assert history.best_trial.user_attrs["trial"] == "d" and history.best_value == 80.0
 
 
 def test_importances_pick_the_parameter_that_matters():
@@ -168,7 +176,7 @@ def test_importances_pick_the_parameter_that_matters():
     for i in range(12):
         rows.append({"trial": f"t{i}", "cycles": 3, "final_target_mAP": 10.0 * (i % 3),
                      "params.ula.eps": json_number(0.6 + 0.1 * (i % 3)), "params.noise": str(i % 2)})
-    importances = report.importances_from_trials(pd.DataFrame(rows))
+    importances = from_trials(pd.DataFrame(rows))
     assert max(importances, key=importances.get) == "ula.eps"
     assert set(importances) == {"ula.eps", "noise"}
 
@@ -180,10 +188,17 @@ def test_importances_from_optuna_storage(tmp_path):
         study.enqueue_trial({"ula.eps": eps, "noise": noise})
     study.optimize(lambda t: 100 * t.suggest_float("ula.eps", 0.5, 0.9) + 0 * t.suggest_int("noise", 0, 1),
                    n_trials=5)
-    importances = report.importances_from_optuna("search", storage, ["target_mAP"])["target_mAP"]
+    stored = optuna_view.importance_study(pd.DataFrame(), "search", storage, ["target_mAP"])
+    importances = optuna_view.importances(stored)["target_mAP"]
     assert importances["ula.eps"] > importances["noise"]
     with pytest.raises(ValueError, match="has no study 'other'"):
-        report.importances_from_optuna("other", storage, ["target_mAP"])
+        optuna_view.importance_study(pd.DataFrame(), "other", storage, ["target_mAP"])
+
+
+def from_trials(trials: pd.DataFrame) -> dict[str, float]:
+    """fANOVA importances for final-cycle target mAP from the runs alone; {} when there are none."""
+    study = optuna_view.importance_study(trials, "grid", None, ["target_mAP"])
+    return optuna_view.importances(study)["target_mAP"] if study else {}
 
 
 def json_number(value: float) -> str:
@@ -192,10 +207,10 @@ def json_number(value: float) -> str:
 
 def test_cli_and_errors(study, capsys):
     results, _, _ = study
-    report.main(["--study", "ablation", "--results-dir", str(results)])
+    report_main(["--study", "ablation", "--results-dir", str(results)])
     assert capsys.readouterr().out.strip() == str(results / "ablation" / "README.md")
     with pytest.raises(SystemExit) as exit_info:
-        report.main(["--study", "nope", "--results-dir", str(results)])
+        report_main(["--study", "nope", "--results-dir", str(results)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "no MLflow experiment named 'nope'" in message and len(message.strip().splitlines()) == 1
@@ -211,15 +226,11 @@ def test_table_column():
 
 
 def test_no_importances_when_the_objective_does_not_vary():
-    import pandas as pd
-
-    from study.report import importances_from_trials
-
-    trials = pd.DataFrame({"cycles": [2, 2, 2], "final_target_mAP": [40.0, 40.0, 40.0],
+    trials = pd.DataFrame({"trial": ["a", "b", "c"], "cycles": [2, 2, 2], "final_target_mAP": [40.0, 40.0, 40.0],
                            "params.kd.mu": ["0.1", "0.3", "0.5"]})
-    assert importances_from_trials(trials) == {}
+    assert from_trials(trials) == {}
     trials["final_target_mAP"] = [40.0, 45.0, 50.0]
-    assert set(importances_from_trials(trials)) == {"kd.mu"}
+    assert set(from_trials(trials)) == {"kd.mu"}
 
 
 def test_ula_diagnostics_take_labels_and_formats_from_the_metric_registry(study):
@@ -243,6 +254,7 @@ def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
     tracker.finish("KILLED", {"study_wall_seconds": 600.0})
     run_id = tracker.start({}, {}, resume=True)
     tracker.finish("FINISHED", {"study_wall_seconds": 900.0})
-    parent = MlflowClient(uri).get_run(run_id)
-    line = report.cost_line(MlflowClient(uri), parent, [])
+    study = report.LoadedStudy("resumed", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
+                               {}, pd.DataFrame(), pd.DataFrame())
+    line = sections.cost_line(study)
     assert line.startswith("- Cost: 25.0 min wall time in 2 sittings (10.0 + 15.0 min);"), line
