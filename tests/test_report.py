@@ -11,9 +11,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 from reidmodel.checkpoint import write_csv  # noqa: E402
 from reidmodel.cycle_metrics import metric  # noqa: E402
 from study import report  # noqa: E402
+from study.paths import default_tracking_uri  # noqa: E402
 from study.report import optuna_view, sections  # noqa: E402
 from study.report.__main__ import main as report_main  # noqa: E402
-from study.paths import default_tracking_uri  # noqa: E402
 from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialTracker  # noqa: E402
 
@@ -258,3 +258,19 @@ def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
                                {}, pd.DataFrame(), pd.DataFrame())
     line = sections.cost_line(study)
     assert line.startswith("- Cost: 25.0 min wall time in 2 sittings (10.0 + 15.0 min);"), line
+
+
+def test_trial_frame_keeps_trials_without_cycles_and_says_how_each_run_ended():
+    from study.report.load import trial_frame
+
+    children = pd.DataFrame({
+        "run_id": ["r1", "r2", "r3"], "status": ["FINISHED", "KILLED", "FAILED"], "tags.trial_name": ["a", "b", "c"],
+        "tags.seed": ["0", "", "1"], "params.runtime.seed": ["0", "7", "1"], "params.kd.mu": ["0.5"] * 3,
+        "tags.direction": ["dukemtmc->market1501"] * 3, "tags.stop_reason": [None, "asha at cycle 1", None]})
+    cycles = pd.DataFrame({"trial": ["a", "a", "b"], "cycle": [0, 1, 0], "target_mAP": [10.0, 12.0, 9.0]})
+    trials = trial_frame(children, cycles).set_index("trial")
+    assert trials["outcome"].tolist() == ["finished", "stopped early (asha at cycle 1)", "failed"]
+    assert trials["seed"].tolist() == [0, 7, 1] and trials["column"].tolist() == ["D->M"] * 3
+    assert trials["cycles"].tolist() == [2, 1, 0] and math.isnan(trials.loc["c", "final_target_mAP"])
+    assert (trials.loc["a", "final_cycle"], trials.loc["a", "best_target_mAP"]) == (1, 12.0)
+    assert trials.loc["a", "params.kd.mu"] == "0.5"

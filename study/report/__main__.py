@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 
 from study.outcome import publish_report
-from study.paths import OPTUNA_DB, default_tracking_uri
+from study.paths import OPTUNA_DB, StudyPaths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,16 +22,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="Optuna storage for importances (default: <results-dir>/optuna.db when it holds "
                              "the study, else importances are computed from the MLflow runs)")
     args = parser.parse_args(argv)
-    results_dir = args.results_dir.expanduser().resolve()
-    tracking_uri = args.tracking_uri or default_tracking_uri(results_dir)
+    paths = StudyPaths.resolve(args.study, args.results_dir, tracking_uri=args.tracking_uri, search=True)
     storage = args.optuna_storage
-    default_storage = results_dir / OPTUNA_DB
-    if storage is None and default_storage.is_file():
-        candidate = f"sqlite:///{default_storage}"
-        if args.study in optuna.study.get_all_study_names(candidate):
-            storage = candidate
+    if storage is None and (paths.results_dir / OPTUNA_DB).is_file():
+        storage = paths.optuna_storage if args.study in optuna.study.get_all_study_names(paths.optuna_storage) else None
     try:
-        readme = publish_report(args.study, results_dir, tracking_uri, storage)
+        readme = publish_report(args.study, paths.results_dir, paths.tracking_uri, storage)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     print(readme)

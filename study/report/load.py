@@ -68,14 +68,6 @@ def cycle_frame(children: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["trial", "cycle"], kind="stable").reset_index(drop=True)
 
 
-def outcome(run: pd.Series) -> str:
-    """finished, stopped early (by whom, at which cycle), failed, or still running / killed."""
-    reason = run.get("tags.stop_reason")
-    if run["status"] == "KILLED" and isinstance(reason, str) and reason:
-        return f"stopped early ({reason})"
-    return run["status"].lower()
-
-
 def cycle_summary(cycles: pd.DataFrame) -> pd.DataFrame:
     """Per trial that measured target mAP: its cycle count, and the target metrics of its final cycle and of
     its best cycle by target mAP."""
@@ -93,13 +85,20 @@ def cycle_summary(cycles: pd.DataFrame) -> pd.DataFrame:
     return summary.rename_axis("trial").reset_index()
 
 
+def outcomes(children: pd.DataFrame) -> pd.Series:
+    """finished, stopped early (by whom, at which cycle), failed, or still running / killed."""
+    reason = children.get("tags.stop_reason", pd.Series(math.nan, index=children.index)).replace("", math.nan)
+    stopped = (children["status"] == "KILLED") & reason.notna()
+    return children["status"].str.lower().where(~stopped, "stopped early (" + reason.astype(str) + ")")
+
+
 def trial_frame(children: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: tags, final-cycle and best-cycle target metrics, params as ``params.<key>``."""
     seeds = children["tags.seed"].replace("", math.nan).fillna(children.get("params.runtime.seed", math.nan))
     directions = children["tags.direction"]
     frame = pd.DataFrame({
         "trial": children[f"tags.{TAG_TRIAL}"], "run_id": children["run_id"], "status": children["status"],
-        "seed": pd.to_numeric(seeds), "outcome": children.apply(outcome, axis=1),
+        "seed": pd.to_numeric(seeds), "outcome": outcomes(children),
         "trial_id": children.get("tags.trial_id"), "variant": children.get("tags.variant"), "direction": directions,
         "column": [table_column(d) if isinstance(d, str) else None for d in directions]})
     frame = frame.merge(cycle_summary(cycles), on="trial", how="left")

@@ -167,39 +167,32 @@ def table_section(table: Table, trials: pd.DataFrame, cycles: pd.DataFrame, out:
     return lines
 
 
-def _confirmation_block(name: str, results_dir: Path, tracking_uri: str) -> list[str]:
-    """The confirmation table of study ``name``; nothing when it has no trial yet or no such table."""
-    try:
-        study = LoadedStudy.load(name, tracking_uri)
-    except ValueError:  # created, but no trial has started
-        return []
-    table = next((t for t in study.tables() if t.id == "confirmation"), None)
-    if table is None:  # a study that merely shares the prefix
-        return []
-    status = study.parent.info.status
-    report = (f"[its report](../{name}/README.md)" if (results_dir / name / "README.md").is_file()
-              else f"its report: `python -m study.report --study {name}`")
-    claims = tables.claim_lines(table, study.trials, "final")
-    return ["", f"### `{name}`" + ("" if status == "FINISHED" else f" (parent run {status}: partial)"),
-            "", f"{study.space.get('description', '')}; {report}.", "",
-            tables.table_markdown(table, study.trials, "final"), *([""] + claims if claims else [])]
-
-
 def confirmation_lines(search: LoadedStudy, results_dir: Path) -> list[str]:
     """A search's best value was picked among many tries on its own seeds, so it is biased upwards: its report
     shows the retraining on fresh seeds beside it (the studies ``study.confirm`` names ``<search>-confirm*``)."""
-    prefix = f"{search.name}-confirm"
-    names = sorted(e.name for e in search.client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
-                   if e.name.startswith(prefix))  # LIKE also reads '_' in a study name as a wildcard
-    confirmed = [line for name in names for line in _confirmation_block(name, results_dir, search.tracking_uri)]
-    heading = ["", "## Confirmation on fresh seeds"]
-    if confirmed:
-        return heading + confirmed
-    if len(search.objectives) > 1:  # study.confirm retrains the best of one objective only
+    prefix, confirmed = f"{search.name}-confirm", []
+    for name in sorted(e.name for e in search.client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
+                       if e.name.startswith(prefix)):  # LIKE also reads '_' in a study name as a wildcard
+        try:
+            study = LoadedStudy.load(name, search.tracking_uri)
+        except ValueError:  # created, but no trial has started
+            continue
+        table = next((t for t in study.tables() if t.id == "confirmation"), None)
+        if table is None:  # a study that merely shares the prefix
+            continue
+        status = study.parent.info.status
+        report = (f"[its report](../{name}/README.md)" if (results_dir / name / "README.md").is_file()
+                  else f"its report: `python -m study.report --study {name}`")
+        claims = tables.claim_lines(table, study.trials, "final")
+        confirmed += ["", f"### `{name}`" + ("" if status == "FINISHED" else f" (parent run {status}: partial)"),
+                      "", f"{study.space.get('description', '')}; {report}.", "",
+                      tables.table_markdown(table, study.trials, "final"), *([""] + claims if claims else [])]
+    if not confirmed and len(search.objectives) > 1:  # study.confirm retrains the best of one objective only
         return []
-    return heading + ["", f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the "
-                    f"search's own seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains "
-                    "it, the paper default and the supervised upper bound on fresh seeds."]
+    return ["", "## Confirmation on fresh seeds"] + (confirmed or [
+        "", f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the search's own "
+        f"seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains it, the paper default and "
+        "the supervised upper bound on fresh seeds."])
 
 
 def start_point_trials(frame: pd.DataFrame, start_points: list[dict]) -> dict[str, str]:
