@@ -30,11 +30,6 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def fmt(value, digits: int = 1) -> str:
-    """A number that is not a cycle metric (an importance)."""
-    return MISSING if _missing(value) else f"{value:.{digits}f}"
-
-
 def cell(name: str, value) -> str:
     """A cycle metric's value as the registry formats it (reidmodel.cycle_metrics)."""
     return MISSING if _missing(value) else metric(name).format(value)
@@ -267,7 +262,8 @@ def importance_lines(study: LoadedStudy, out: Path, optuna_storage: str | None) 
     names = list(next(iter(importances.values())))
     return ["", "## Parameter importances", "", f"fANOVA (seed 0) from {source}.", "",
             markdown_table(["parameter", *importances],
-                           [[name, *(fmt(v.get(name), 3) for v in importances.values())] for name in names]),
+                           [[name, *(f"{v[name]:.3f}" if name in v else MISSING for v in importances.values())]
+                            for name in names]),
             "", "![importances](importance.png)"]
 
 
