@@ -85,17 +85,22 @@ def cycle_summary(cycles: pd.DataFrame) -> pd.DataFrame:
     return summary.rename_axis("trial").reset_index()
 
 
+def tags(children: pd.DataFrame, key: str) -> pd.Series:
+    """One tag of every run; missing (NaN or None) where a run lacks it."""
+    return children.get(f"tags.{key}", pd.Series(None, index=children.index, dtype=object))
+
+
 def outcomes(children: pd.DataFrame) -> pd.Series:
     """finished, stopped early (by whom, at which cycle), failed, or still running / killed."""
-    reason = children.get("tags.stop_reason", pd.Series(math.nan, index=children.index)).replace("", math.nan)
+    reason = tags(children, "stop_reason").replace("", math.nan)
     stopped = (children["status"] == "KILLED") & reason.notna()
     return children["status"].str.lower().where(~stopped, "stopped early (" + reason.astype(str) + ")")
 
 
 def trial_frame(children: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: tags, final-cycle and best-cycle target metrics, params as ``params.<key>``."""
-    seeds = children["tags.seed"].replace("", math.nan).fillna(children.get("params.runtime.seed", math.nan))
-    directions = children["tags.direction"]
+    seeds = tags(children, "seed").replace("", math.nan).fillna(children.get("params.runtime.seed", math.nan))
+    directions = tags(children, "direction")
     frame = pd.DataFrame({
         "trial": children[f"tags.{TAG_TRIAL}"], "run_id": children["run_id"], "status": children["status"],
         "seed": pd.to_numeric(seeds), "outcome": outcomes(children),
