@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from study.paths import CONFIRM_SPACES_DIR, StudyPaths
 from study.spaces import SpaceError, SpaceFile, direction_overrides, load_space
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PAPER_DEFAULT_VARIANT = "ULA(750)+KD(0.5)"
 FIRST_FRESH_SEED = 100  # confirmation seeds start here, away from the 0, 1, 2 of grids and searches
@@ -80,37 +81,31 @@ class _PlainDumper(yaml.SafeDumper):
 
 def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str) -> SpaceFile:
     """The grid (a validated space file) that retrains the search's best trial beside its references."""
-    from study.report import (  # study.tracking sets MLflow's env first
-        MlflowClient,
-        load_runs,
-        load_space_dict,
-    )
+    from study.report import LoadedStudy
 
-    client = MlflowClient(tracking_uri)
-    parent, children = load_runs(client, study, tracking_uri)
-    searched = load_space_dict(client, parent)
-    if searched.get("kind") != "search":
-        raise SpaceError(f"study {study!r} is a {searched.get('kind', 'unknown')} study: confirm a search study")
-    best_run, best_value = best_trial(client, children, searched)
-    direction = searched["directions"][0]
-    fixed = dict(searched.get("fixed") or {})
-    best_set = config_diff(trial_config_flat(client, best_run), fixed, searched["preset"], direction)
-    used = {int(run.data.tags["seed"]) for run in children if run.data.tags.get("seed", "").isdigit()}
+    searched = LoadedStudy.load(study, tracking_uri)
+    if searched.space.get("kind") != "search":
+        raise SpaceError(f"study {study!r} is a {searched.space.get('kind', 'unknown')} study: confirm a search study")
+    best, best_value = best_trial(searched)
+    direction = searched.space["directions"][0]
+    fixed = dict(searched.space.get("fixed") or {})
+    best_set = config_diff(trial_config_flat(best), fixed, searched.space["preset"], direction)
+    used = set(searched.trials["seed"].dropna().astype(int))
     seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
     return SpaceFile.model_validate({
         "name": name,
-        "description": (f"The best trial of {study} ({best_run.info.run_name}, final target mAP {best_value:.2f} "
-                        f"on seed(s) {sorted(used)}) against the paper default and the supervised upper bound, "
-                        f"on fresh seeds"),
+        "description": (f"The best trial of {study} ({best['tags.mlflow.runName']}, final target mAP "
+                        f"{best_value:.2f} on seed(s) {sorted(used)}) against the paper default and the "
+                        "supervised upper bound, on fresh seeds"),
         "kind": "grid",
-        "preset": searched["preset"],
+        "preset": searched.space["preset"],
         "directions": [direction],
         "seeds": seeds[:num_seeds],
         "fixed": fixed,
-        "variants": confirmation_variants(best_set, direction, searched["preset"]),
-        "tables": [confirmation_table(study, best_run.info.run_name)],
+        "variants": confirmation_variants(best_set, direction, searched.space["preset"]),
+        "tables": [confirmation_table(study, best["tags.mlflow.runName"])],
         "scheduler": {"type": "none"},
-        "resources": searched.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
+        "resources": searched.space.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
     })
 
 
@@ -148,29 +143,29 @@ def confirmation_table(study: str, best_run_name: str) -> dict[str, Any]:
     }
 
 
-def best_trial(client, children, searched: dict[str, Any]):
-    """The finished trial (all cycles reached) with the highest final value of the first objective."""
-    from study.report import cycle_frame, final_values, trial_frame
+def best_trial(searched) -> tuple[pd.Series, float]:
+    """The run (a row of the search's runs frame) of the finished trial (all cycles reached) with the best
+    final value of the first objective, and that value."""
+    from study.report import final_values
 
-    objectives = searched.get("search", {}).get("objectives") or []
-    metric = objectives[0]["metric"] if objectives else searched.get("search", {}).get("metric", "target_mAP")
-    mode = (objectives[0]["mode"] if objectives else searched.get("search", {}).get("mode", "max"))
-    cycles = cycle_frame(client, children)
-    last = final_values(cycles, trial_frame(children, cycles), [metric]) if metric in cycles else cycles[:0]
-    if last.empty:
+    search = searched.space.get("search", {})
+    objective = (search.get("objectives") or [{"metric": search.get("metric", "target_mAP"),
+                                               "mode": search.get("mode", "max")}])[0]
+    metric = objective["metric"]
+    last = final_values(searched.cycles, searched.trials, [metric]) if metric in searched.cycles else None
+    if last is None or last[metric].isna().all():
         raise SpaceError("no trial of this study finished all its cycles: nothing to confirm")
-    row = last.loc[last[metric].idxmax() if mode == "max" else last[metric].idxmin()]
-    run = next(run for run in children if run.info.run_id == row["run_id"])
-    return run, float(row[metric])
+    row = last.loc[last[metric].idxmax() if objective["mode"] == "max" else last[metric].idxmin()]
+    return searched.children.set_index("run_id").loc[row["run_id"]], float(row[metric])
 
 
-def trial_config_flat(client, run) -> dict[str, Any]:
+def trial_config_flat(run: pd.Series) -> dict[str, Any]:
     """The trial's own config (the config.yaml it logged), as dotted keys with list values kept."""
+    import mlflow
+
     from reidmodel.config import config_from_dict, flatten
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = client.download_artifacts(run.info.run_id, "config.yaml", folder)
-        config = config_from_dict(yaml.safe_load(Path(path).read_text()))
+    config = config_from_dict(yaml.safe_load(mlflow.artifacts.load_text(f"{run['artifact_uri']}/config.yaml")))
     return flatten(config.to_dict())
 
 

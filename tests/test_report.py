@@ -8,9 +8,13 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from ray.tune import Checkpoint  # noqa: E402
+
+from reidmodel.checkpoint import write_csv  # noqa: E402
 from reidmodel.cycle_metrics import metric  # noqa: E402
 from study import publish, report  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
+from study.report import optuna_view, sections  # noqa: E402
 from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialLogger  # noqa: E402
 from study.trial import TrialConfigs  # noqa: E402
@@ -44,7 +48,7 @@ def study(tmp_path_factory):
     (below the 41-42 clusters) except for ULA(850), whose K of 45 never binds."""
     from study.spaces import load_space
 
-    results = tmp_path_factory.mktemp("results")
+    results, tmp = tmp_path_factory.mktemp("results"), tmp_path_factory.mktemp("trial")
     uri = default_tracking_uri(results)
     space = load_space("ablation", seeds=[0, 1]).model_dump(mode="json")
     study_tracker = StudyTracker(uri, "ablation")
@@ -59,9 +63,13 @@ def study(tmp_path_factory):
                                overrides={"ula.num_classes": index % 4 + 1, "kd.mu": 0.5 if "KD" in variant else 1.0},
                                last_result={"cycle": 2})
             logger.log_trial_start(trial)
-            for cycle in range(3):
-                logger.log_trial_result(cycle, trial, cycle_metrics(index, seed, cycle,
-                                                                    45.0 if variant == "ULA(850)" else 30.0))
+            rows = [cycle_metrics(index, seed, cycle, 45.0 if variant == "ULA(850)" else 30.0) for cycle in range(3)]
+            for cycle, row in enumerate(rows):
+                logger.log_trial_result(cycle, trial, row)
+            folder = tmp / name
+            folder.mkdir()
+            write_csv(folder / "cycles.csv", rows)  # as a trial's checkpoint folder holds it
+            logger.on_checkpoint(3, [], trial, Checkpoint.from_directory(str(folder)))
             logger.log_trial_end(trial)
     study_tracker.finish()  # only a finished study's report goes to results/<name>/
     readme = report.write_report("ablation", results, uri)
@@ -162,9 +170,11 @@ def test_search_sections(study):
 
 
 def test_search_history_carries_the_best_across_trials_stopped_early():
-    values = pd.Series([70.0, 90.0, 60.0, 80.0, 85.0])
-    finished = pd.Series([True, False, False, True, False])  # 90 was stopped early: it never counts
-    assert report.running_best(values, finished).tolist() == [70.0, 70.0, 70.0, 80.0, 80.0]
+    trials = pd.DataFrame({"trial": list("abcde"), "cycles": 3, "final_target_mAP": [70.0, 90.0, 60.0, 80.0, 85.0],
+                           "outcome": ["finished", "stopped early (asha)", "failed", "finished", "running"]})
+    history = optuna_view.history_study(trials)  # 90 was stopped early: it never counts
+    assert [t.state.name for t in history.trials] == ["COMPLETE", "PRUNED", "PRUNED", "COMPLETE", "PRUNED"]
+    assert history.best_trial.user_attrs["trial"] == "d" and history.best_value == 80.0
 
 
 def test_importances_pick_the_parameter_that_matters():
@@ -172,7 +182,7 @@ def test_importances_pick_the_parameter_that_matters():
     for i in range(12):
         rows.append({"trial": f"t{i}", "cycles": 3, "final_target_mAP": 10.0 * (i % 3),
                      "params.ula.eps": json_number(0.6 + 0.1 * (i % 3)), "params.noise": str(i % 2)})
-    importances = report.importances_from_trials(pd.DataFrame(rows))
+    importances = from_trials(pd.DataFrame(rows))
     assert max(importances, key=importances.get) == "ula.eps"
     assert set(importances) == {"ula.eps", "noise"}
 
@@ -184,10 +194,17 @@ def test_importances_from_optuna_storage(tmp_path):
         study.enqueue_trial({"ula.eps": eps, "noise": noise})
     study.optimize(lambda t: 100 * t.suggest_float("ula.eps", 0.5, 0.9) + 0 * t.suggest_int("noise", 0, 1),
                    n_trials=5)
-    importances = report.importances_from_optuna("search", storage, ["target_mAP"])["target_mAP"]
+    stored = optuna_view.importance_study(pd.DataFrame(), "search", storage, ["target_mAP"])
+    importances = optuna_view.importances(stored)["target_mAP"]
     assert importances["ula.eps"] > importances["noise"]
     with pytest.raises(ValueError, match="has no study 'other'"):
-        report.importances_from_optuna("other", storage, ["target_mAP"])
+        optuna_view.importance_study(pd.DataFrame(), "other", storage, ["target_mAP"])
+
+
+def from_trials(trials: pd.DataFrame) -> dict[str, float]:
+    """fANOVA importances for final-cycle target mAP from the runs alone; {} when there are none."""
+    study = optuna_view.importance_study(trials, "grid", None, ["target_mAP"])
+    return optuna_view.importances(study)["target_mAP"] if study else {}
 
 
 def json_number(value: float) -> str:
@@ -215,15 +232,11 @@ def test_table_column():
 
 
 def test_no_importances_when_the_objective_does_not_vary():
-    import pandas as pd
-
-    from study.report import importances_from_trials
-
-    trials = pd.DataFrame({"cycles": [2, 2, 2], "final_target_mAP": [40.0, 40.0, 40.0],
+    trials = pd.DataFrame({"trial": ["a", "b", "c"], "cycles": [2, 2, 2], "final_target_mAP": [40.0, 40.0, 40.0],
                            "params.kd.mu": ["0.1", "0.3", "0.5"]})
-    assert importances_from_trials(trials) == {}
+    assert from_trials(trials) == {}
     trials["final_target_mAP"] = [40.0, 45.0, 50.0]
-    assert set(importances_from_trials(trials)) == {"kd.mu"}
+    assert set(from_trials(trials)) == {"kd.mu"}
 
 
 def test_ula_diagnostics_take_labels_and_formats_from_the_metric_registry(study):
@@ -247,6 +260,23 @@ def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
     tracker.finish("KILLED", {"study_wall_seconds": 600.0})
     run_id = tracker.start({}, {}, resume=True)
     tracker.finish("FINISHED", {"study_wall_seconds": 900.0})
-    parent = MlflowClient(uri).get_run(run_id)
-    line = report.cost_line(MlflowClient(uri), parent, [])
+    study = report.LoadedStudy("resumed", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
+                               {}, pd.DataFrame(), pd.DataFrame())
+    line = sections.cost_line(study)
     assert line.startswith("- Cost: 25.0 min wall time in 2 sittings (10.0 + 15.0 min);"), line
+
+
+def test_trial_frame_keeps_trials_without_cycles_and_says_how_each_run_ended():
+    from study.report.load import trial_frame
+
+    children = pd.DataFrame({
+        "run_id": ["r1", "r2", "r3"], "status": ["FINISHED", "KILLED", "FAILED"], "tags.trial_name": ["a", "b", "c"],
+        "tags.seed": ["0", "", "1"], "params.runtime.seed": ["0", "7", "1"], "params.kd.mu": ["0.5"] * 3,
+        "tags.direction": ["dukemtmc->market1501"] * 3, "tags.stop_reason": [None, "asha at cycle 1", None]})
+    cycles = pd.DataFrame({"trial": ["a", "a", "b"], "cycle": [0, 1, 0], "target_mAP": [10.0, 12.0, 9.0]})
+    trials = trial_frame(children, cycles).set_index("trial")
+    assert trials["outcome"].tolist() == ["finished", "stopped early (asha at cycle 1)", "failed"]
+    assert trials["seed"].tolist() == [0, 7, 1] and trials["column"].tolist() == ["D->M"] * 3
+    assert trials["cycles"].tolist() == [2, 1, 0] and math.isnan(trials.loc["c", "final_target_mAP"])
+    assert (trials.loc["a", "final_cycle"], trials.loc["a", "best_target_mAP"]) == (1, 12.0)
+    assert trials.loc["a", "params.kd.mu"] == "0.5"
