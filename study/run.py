@@ -106,6 +106,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
                 raise SpaceError(f"--{flag.replace('_', '-')} {value} is out of range: pass a positive number")
             setattr(resources, flag, value)
 
+    check_name_given(args.name, space.name)
     study_name = args.name or space.name
     if not study_name or any(c in study_name for c in "/\\ "):
         raise SpaceError(f"--name {study_name!r} is not a folder name: use letters, digits, - and _")
@@ -122,6 +123,13 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
                 "or --name NEW to start another"
             )
     return space, paths
+
+
+def check_name_given(name: str | None, default: str) -> None:
+    """``--name ""`` (an unset shell variable, say) would silently run as the space's name: refuse it."""
+    if name is not None and not name.strip():
+        raise SpaceError(f"--name {name!r} is empty: pass a study name, or leave --name out to use the space's "
+                         f"name ({default})")
 
 
 def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths) -> int:
