@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -54,6 +57,32 @@ def refused_in_one_line(capsys, run, message: str) -> str:
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (code, err)
     assert seconds < REFUSAL_S, f"refused after {seconds:.1f} s"
     return err
+
+
+HTML_PAGE = b"<html><body>It works!</body></html>"
+
+
+@contextmanager
+def serving(body: bytes = HTML_PAGE, kind: str = "text/html"):
+    """A web server on 127.0.0.1 that answers any GET with 200 and ``body`` (as one with a /health page does);
+    yields its URI."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def cli(module: str, *args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:

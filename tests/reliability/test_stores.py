@@ -2,11 +2,9 @@
 description MLflow would refuse are each refused before Ray starts, in one line, and nothing is written into
 a file that is not the store the study expected."""
 
-import http.server
 import os
 import sqlite3
-import threading
-from contextlib import closing, contextmanager
+from contextlib import closing
 
 import pytest
 import yaml
@@ -15,7 +13,7 @@ from study.preflight import check_mlflow_server, check_store
 from study.run import main
 from study.spaces import DESCRIPTION_LIMIT, SpaceError
 
-from .helpers import REPO, refused_in_one_line, snapshot, tiny_search_space
+from .helpers import REPO, refused_in_one_line, serving, snapshot, tiny_search_space
 
 MLFLOW_TABLES = ("alembic_version", "experiments", "runs")
 
@@ -80,36 +78,9 @@ def test_a_fresh_or_empty_store_is_accepted(tmp_path):
         check_store(tmp_path, "MLflow", "")  # a folder where the file should be
 
 
-class _Answer(http.server.BaseHTTPRequestHandler):
-    """200 with ``body`` to any GET, as a web server that has a /health page does."""
-
-    body, kind = b"<html><body>It works!</body></html>", "text/html"
-
-    def do_GET(self):  # noqa: N802 (http.server's name)
-        self.send_response(200)
-        self.send_header("Content-Type", self.kind)
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def serving(body: bytes, kind: str):
-    handler = type("Handler", (_Answer,), {"body": body, "kind": kind})
-    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_tracking_server_that_answers_health_but_is_not_mlflow(tmp_path, capsys):
     results = tmp_path / "results"
-    with serving(_Answer.body, _Answer.kind) as uri:
+    with serving() as uri:
         argv = ["--space", "smoke", "--tracking-uri", uri, "--results-dir", str(results)]
         refused_in_one_line(capsys, lambda: main(argv),
                             f"--tracking-uri {uri} answers, but not as an MLflow server (GET "
