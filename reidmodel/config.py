@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, ValidationInfo, field_validator
 
 from reidmodel.messages import one_line
-from reidmodel.schema import Int, Settings, Text, error_line
+from reidmodel.schema import Int, Seed, Settings, Text, error_line
 
 AttentionStage = Literal["conv3", "conv4", "conv5"]
 ATTENTION_STAGES: tuple[str, ...] = get_args(AttentionStage)
@@ -30,7 +30,20 @@ SOURCE_STAGE = {"stage": "source"}
 
 class _Loader(yaml.SafeLoader):
     """``yaml.safe_load`` that also reads YAML 1.2 / Python floats (``1e-5``, ``1.0e5``): YAML 1.1 wants a dot
-    and a signed exponent, so a learning rate written as ``1e-5`` would otherwise be the string '1e-5'."""
+    and a signed exponent, so a learning rate written as ``1e-5`` would otherwise be the string '1e-5'. A key
+    given twice in one mapping is an error: PyYAML would keep the last value without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # a merge key (<<) overrides on purpose; other keys are refused by PyYAML itself
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} is given twice, on lines {lines[key]} and {line}: keep one")
+            lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -98,7 +111,7 @@ class DataConfig(Settings):
         "~/.cache/reid-study/synthetic", description="where the synthetic benchmark is generated and kept")
     synthetic_ids: Int = Field(
         120, ge=4, json_schema_extra=SOURCE_STAGE, description="training identities per synthetic domain")
-    synthetic_seed: Int = Field(
+    synthetic_seed: Seed = Field(
         0, json_schema_extra=SOURCE_STAGE, description="seed the synthetic benchmark is generated from")
     target_val_ids: Int = Field(
         0, ge=0, description="labelled target training identities held out of ULA's pool and evaluated every cycle "
@@ -255,7 +268,7 @@ class RuntimeConfig(Settings):
     """Where and how a run executes: device, seed, precision, threads."""
 
     device: Text = Field("auto", description="auto, cpu, cuda or cuda:N (auto: cuda when available)")
-    seed: Int = Field(
+    seed: Seed = Field(
         0, json_schema_extra=SOURCE_STAGE,
         description="seed of every random draw: the same seed gives the same metrics")
     amp: bool = Field(False, json_schema_extra=SOURCE_STAGE, description="mixed precision on CUDA")

@@ -13,7 +13,7 @@ import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from reidmodel.messages import suggest
@@ -35,6 +35,9 @@ def _number_as_text(value: Any) -> Any:
 
 Int = Annotated[int, BeforeValidator(_whole_number)]
 Text = Annotated[str, BeforeValidator(_number_as_text)]
+# What numpy's and torch's seeding accept (numpy's legacy RandomState, Optuna's samplers: 0..2**32 - 1); a larger
+# seed would fail inside the library ("Overflow when unpacking long long") without naming the key.
+Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
 
 _TYPE_NAMES = {int: "int", float: "float", bool: "true|false", str: "text"}
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))  # pydantic's Field(gt=..., ...)
@@ -53,10 +56,19 @@ _PROBLEMS = {
 }
 
 
-def bounds_text(field: FieldInfo) -> str:
-    """A field's range as written in errors and --help-config: '> 0', '>= 0, <= 1', or ''."""
-    return ", ".join(f"{sign} {getattr(item, attr):g}" for item in field.metadata
-                     for attr, sign in _BOUNDS if getattr(item, attr, None) is not None)
+def bounds_text(field: FieldInfo | None, ctx: dict | None = None) -> str:
+    """A field's range as written in errors and --help-config: '> 0', '>= 0, <= 1', or ''; the violated bound
+    of an error's ``ctx`` for a value that is not a field of its own (an item of a list)."""
+    found = [(attr, sign, getattr(item, attr)) for item in (field.metadata if field else [])
+             for attr, sign in _BOUNDS if getattr(item, attr, None) is not None]
+    if not found and ctx:
+        found = [(attr, sign, ctx[attr]) for attr, sign in _BOUNDS if attr in ctx]
+    return ", ".join(f"{sign} {_number_text(bound)}" for _, sign, bound in found)
+
+
+def _number_text(number: Any) -> str:
+    """A bound as a reader writes it: 0.5, 1e-05, 4294967295 (an int in full, not 4.29497e+09)."""
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def choices(annotation: Any) -> tuple:
@@ -72,7 +84,7 @@ def type_text(field: FieldInfo) -> str:
     annotation = _members(field.annotation)[0]
     names = choices(annotation)
     if get_origin(annotation) is list:
-        text = "list of " + ("|".join(map(str, names)) or _TYPE_NAMES.get(_item(annotation), "values"))
+        text = "list of " + ("|".join(map(str, names)) or _TYPE_NAMES.get(_members(_item(annotation))[0], "values"))
     else:
         text = "|".join(map(str, names)) or " ".join(filter(None, (_TYPE_NAMES.get(annotation, "value"),
                                                                  bounds_text(field))))
@@ -105,8 +117,10 @@ def error_line(exc: ValidationError, model: type[BaseModel], noun: str = "key") 
     what = f"{name}={value!r}" if _echoed(value) else name
     if kind == "literal_error" and field is not None:
         problem, fix = "is not allowed", f"use one of {', '.join(map(str, choices(field.annotation)))}"
-    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and field is not None:
-        problem, fix = f"is out of range ({bounds_text(field)})", "give a value in that range"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        problem, fix = f"is out of range ({bounds_text(field, ctx)})", "give a value in that range"
+    elif kind == "string_too_long":
+        problem, fix = f"is {len(value):,} characters long", f"shorten it to at most {ctx['max_length']:,}"
     else:
         problem, fix = _PROBLEMS.get(kind, (f"is not allowed ({error['msg'][0].lower()}{error['msg'][1:]})",
                                             "fix the value"))
@@ -201,9 +215,9 @@ def _item(annotation: Any) -> Any:
 
 
 def _echoed(value: Any) -> bool:
-    """A value short enough to repeat in an error: not a mapping nor a list of mappings."""
+    """A value short enough to repeat in an error: not a mapping nor a list of mappings, nor a long text."""
     items = value if isinstance(value, list) else [value]
-    return not any(isinstance(item, dict) for item in items)
+    return not any(isinstance(item, dict) or (isinstance(item, str) and len(item) > 200) for item in items)
 
 
 def _help(field: FieldInfo | None) -> str:

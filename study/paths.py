@@ -24,10 +24,11 @@ MAX_NAME_LENGTH = 100  # keeps .<name>.partial.staging-<pid> and Ray's trial fol
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot name a study (its results folder, MLflow experiment, Ray experiment), or None."""
-    if not name:
-        return "is empty: name the study, or leave --name out to use the space's name"
+def name_problem(name: str, space_name: str) -> str | None:
+    """Why ``name`` cannot name a study (its results folder, MLflow experiment, Ray experiment), or None. An empty
+    one is an unset shell variable, say, that would silently run as the space's name."""
+    if not name.strip():
+        return f"is empty: pass a study name, or leave --name out to use the space's name ({space_name})"
     if len(name) > MAX_NAME_LENGTH:
         return f"is {len(name)} characters long: use at most {MAX_NAME_LENGTH}"
     if not NAME_PATTERN.fullmatch(name):

@@ -2,34 +2,41 @@
 
 What a trial would otherwise find out minutes into a study, after a cluster start-up and pre-training: a
 metric no cycle reports, a device or GPU count the machine lacks, an unreadable pretrained file, an
-unreachable tracking server or Ray address, a Ray token missing, a results folder that is not writable or
-already belongs to another study, and a ``--resume`` whose config differs from the study's first start.
+unreachable tracking server (or one that is not MLflow) or Ray address, a Ray token missing, a results folder
+that is not writable or already belongs to another study, an mlflow.db or optuna.db that is damaged or another
+program's, and a ``--resume`` whose config differs from the study's first start.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlparse
 
 from reidmodel.config import ExperimentConfig, apply_overrides
 from reidmodel.cycle_metrics import cycle_metric_names
 from reidmodel.messages import suggest
-from study.paths import PARTIAL_SUFFIX, StudyPaths
+from study.paths import OPTUNA_DB, PARTIAL_SUFFIX, StudyPaths
 from study.spaces import Resources, SpaceError, StudySpace
 
 TIMEOUT_S = 5.0  # per network probe; a tracking URI or address check fails within about 10 s
 TOKEN_FIX = ("run the driver with RAY_AUTH_MODE=token and the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH "
              "or RAY_AUTH_TOKEN (README: On a Ray cluster)")
+# The tables each library creates first in its SQLite store: a file without them is not (or no longer) its store.
+STORE_TABLES = {"MLflow": ("alembic_version", "experiments", "runs"), "Optuna": ("alembic_version", "studies", "trials")}
+MLFLOW_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"  # an MLflow server answers {"experiments": [...]}
 # Asks the GCS for the cluster id as ray.init would, with Ray's own token handling, in a child process so that a
 # port that is not a GCS costs seconds (Ray's client otherwise retries for about a minute).
 _GCS_PROBE = """
@@ -58,6 +65,8 @@ def check_before_ray(space: StudySpace, args: argparse.Namespace, paths: StudyPa
     check_devices(configs, space.resources, gpus_flag, local=args.address is None)
     check_pretrained(configs)
     check_tracking_uri(paths.tracking_uri)
+    if paths.optuna_storage is not None:
+        check_store(paths.results_dir / OPTUNA_DB, "Optuna", "pass another --results-dir")
     if args.address is not None:
         check_address(args.address)
     if args.resume:
@@ -154,29 +163,72 @@ def check_pretrained(configs: list[ExperimentConfig]) -> None:
 
 
 def check_tracking_uri(uri: str) -> None:
-    """An MLflow server answers its /health (401 or 403: one that wants credentials), a SQLite or file store's
-    folder can be written."""
+    """An MLflow server answers as one; a SQLite store's folder can be written and its file, when there is one,
+    is MLflow's; a file store's folder can be written."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
-        try:
-            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TIMEOUT_S).close()
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (401, 403):
-                raise SpaceError(f"--tracking-uri {uri} answers, but not as an MLflow server (GET /health: HTTP "
-                                 f"{exc.code}): pass the URI `mlflow server` listens on") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            reason = getattr(reason, "strerror", None) or reason
-            raise SpaceError(f"--tracking-uri {uri} is not reachable ({reason}; waited up to {TIMEOUT_S:g} s): start "
-                             "the MLflow server or pass a --tracking-uri the driver can reach") from exc
+        check_mlflow_server(uri)
     elif parsed.scheme == "sqlite":
         database = uri[len("sqlite:///"):]
         if database and database != ":memory:":
             _check_creatable(Path(database).expanduser().parent, f"--tracking-uri {uri}")
+            check_store(Path(database).expanduser(), "MLflow", "pass another --results-dir or --tracking-uri")
     elif parsed.scheme in ("", "file"):
         _check_creatable(Path(parsed.path).expanduser(), f"--tracking-uri {uri}")
     elif parsed.hostname and parsed.port:
         _check_tcp(parsed.hostname, parsed.port, f"--tracking-uri {uri}")
+
+
+def check_mlflow_server(uri: str) -> None:
+    """The server answers /health, and its REST API answers as MLflow's does (any web server answers 200 on some
+    /health page). 401 or 403: a server that wants credentials, which MLflow reads from its environment."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=TIMEOUT_S).close()
+        with urllib.request.urlopen(f"{uri.rstrip('/')}{MLFLOW_PROBE}", timeout=TIMEOUT_S) as answer:
+            body = json.loads(answer.read(1_000_000))
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return
+        problem = f"GET {urlparse(exc.url).path}: HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        reason = getattr(reason, "strerror", None) or reason
+        raise SpaceError(f"--tracking-uri {uri} is not reachable ({reason}; waited up to {TIMEOUT_S:g} s): start "
+                         "the MLflow server or pass a --tracking-uri the driver can reach") from exc
+    except ValueError:  # not JSON (an HTML page, say), or not text
+        problem = f"GET {MLFLOW_PROBE.partition('?')[0]} is not JSON"
+    else:
+        if isinstance(body, dict) and set(body) <= {"experiments", "next_page_token"}:
+            return
+        problem = f"GET {MLFLOW_PROBE.partition('?')[0]} is JSON without MLflow's experiments"
+    raise SpaceError(f"--tracking-uri {uri} answers, but not as an MLflow server ({problem}): pass the URI "
+                     "`mlflow server` listens on")
+
+
+def check_store(database: Path, library: str, fix: str) -> None:
+    """A SQLite file that ``library`` will open must be a whole database holding its tables, or not exist yet
+    (the library creates it): else the study fails after Ray starts, in a SQLAlchemy traceback. Opened
+    read-only, so nothing is written into a file that is not the library's."""
+    problem = _store_problem(database, STORE_TABLES[library])
+    if problem:
+        raise SpaceError(f"{database} is not a usable {library} database ({problem}): move it aside, or {fix}")
+
+
+def _store_problem(database: Path, needed: tuple[str, ...]) -> str | None:
+    if database.is_dir():
+        return "it is a folder"
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"SQLite cannot read it: {exc}" if database.exists() else None
+    if verdict != "ok":
+        return f"SQLite's quick_check: {' '.join(verdict.split())[:200]}"
+    missing = [table for table in needed if table not in tables]
+    if tables and missing:  # no tables at all: an empty file the library fills
+        return f"it has no table {', '.join(missing)}; its tables: {', '.join(sorted(tables)[:5])}"
+    return None
 
 
 def check_address(address: str) -> None:

@@ -15,8 +15,10 @@ from typing import Any
 import optuna
 
 from study.lock import DriverLock, StudyRunning
-from study.paths import PARTIAL_SUFFIX, default_tracking_uri
+from study.paths import OPTUNA_DB, PARTIAL_SUFFIX, default_tracking_uri
+from study.preflight import check_store, check_tracking_uri
 from study.report import load_runs, write_report
+from study.spaces import SpaceError
 from study.tracking import MlflowClient, close_dead_parent  # study.tracking sets MLflow's env first
 
 
@@ -89,13 +91,27 @@ def main(argv: list[str] | None = None) -> None:
     results_dir = args.results_dir.expanduser().resolve()
     tracking_uri = args.tracking_uri or default_tracking_uri(results_dir)
     storage = args.optuna_storage
-    default_storage = results_dir / "optuna.db"
-    if storage is None and default_storage.is_file():
-        candidate = f"sqlite:///{default_storage}"
-        if args.study in optuna.study.get_all_study_names(candidate):
-            storage = candidate
+    default_storage = results_dir / OPTUNA_DB
     try:
+        check_stores(results_dir, tracking_uri, default_store=args.tracking_uri is None)
+        if storage is None and default_storage.is_file():
+            candidate = f"sqlite:///{default_storage}"
+            if args.study in optuna.study.get_all_study_names(candidate):
+                storage = candidate
         readme = publish_report(args.study, results_dir, tracking_uri, storage)
     except ValueError as error:
         parser.exit(2, f"error: {error}\n")
     print(readme)
+
+
+def check_stores(results_dir: Path, tracking_uri: str, default_store: bool) -> None:
+    """A report reads a study's stores, never makes them: a mistyped --results-dir would otherwise become a new
+    folder with an empty mlflow.db (MLflow creates the SQLite store it is pointed at)."""
+    flag = "pass the --results-dir the study ran with"
+    if not results_dir.is_dir():
+        raise SpaceError(f"--results-dir {results_dir} does not exist: {flag}")
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if default_store and not database.is_file():
+        raise SpaceError(f"--results-dir {results_dir} holds no {database.name}: {flag}, or its --tracking-uri")
+    check_tracking_uri(tracking_uri)
+    check_store(results_dir / OPTUNA_DB, "Optuna", "pass --optuna-storage")

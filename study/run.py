@@ -113,7 +113,7 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
             setattr(resources, flag, value)
 
     study_name = space.name if args.name is None else args.name
-    problem = name_problem(study_name)
+    problem = name_problem(study_name, space.name)
     if problem:
         raise SpaceError(f"--name {study_name[:120]!r} {problem}")
     paths = StudyPaths.resolve(study_name, args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,

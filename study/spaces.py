@@ -28,7 +28,7 @@ from reidmodel.config import (
 )
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.messages import suggest
-from reidmodel.schema import Int, Settings, Text, error_line, yaml_schema
+from reidmodel.schema import Int, Seed, Settings, Text, error_line, yaml_schema
 from study.tables import COLUMNS, Tables, check_variants
 
 # An installed wheel ships the spaces inside this package; a checkout keeps them at the top of the repository.
@@ -37,6 +37,9 @@ SPACES_DIR = _PACKAGED_SPACES if _PACKAGED_SPACES.is_dir() else _PACKAGED_SPACES
 REAL_DATASETS = ("market1501", "dukemtmc", "msmt17")
 MARKET_LIKE = ("market1501", "synthetic_market")  # targets of the paper's D->M column
 DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->synthetic_duke")
+# The description is the MLflow experiment's note, whose tags MLflow refuses over this length
+# (mlflow.utils.validation.MAX_EXPERIMENT_TAG_VAL_LENGTH; not imported: MLflow's import takes seconds).
+DESCRIPTION_LIMIT = 20_000
 Mode = Literal["max", "min"]
 # Overrides written as an empty key (``set:`` with nothing under it) are no overrides.
 Overrides = Annotated[dict[str, Any], BeforeValidator(lambda value: {} if value is None else value)]
@@ -68,7 +71,7 @@ class SearchSettings(Settings):
     mode: Mode = Field("max", description="max or min")
     objectives: list[Objective] = Field(default_factory=list, description="several objectives (tpe or nsgaii), "
                                                                           "replacing metric and mode")
-    seed: Int = Field(0, description="the sampler's seed")
+    seed: Seed = Field(0, description="the sampler's seed")
     start_points: list[StartPoint] = Field(default_factory=list, description="settings evaluated before sampling "
                                                                              "starts, e.g. the paper default")
 
@@ -158,14 +161,16 @@ class SpaceFile(Settings):
     base: Text | None = Field(None, description="a space (name or path) whose keys this file starts from: each "
                                                 "top-level key given here replaces the base's; name and "
                                                 "description are never inherited")
-    description: Text = Field("", description="free text, logged on the study's parent run")
+    description: Text = Field("", max_length=DESCRIPTION_LIMIT,
+                              description=f"free text of at most {DESCRIPTION_LIMIT:,} characters: the note of "
+                              "the study's MLflow experiment and parent run")
     kind: Literal["grid", "search"] = Field("grid", description="grid: named variants; search: distributions "
                                                                 "Optuna samples")
     preset: Literal[tuple(PRESETS)] = Field("cpu", description="the reidmodel.config preset trials start from")
     fixed: Overrides = Field(default_factory=dict, description="dotted config overrides applied to every trial")
     directions: list[Text] = Field(default_factory=lambda: list(DEFAULT_DIRECTIONS), min_length=1,
                                    description="SRC->TGT dataset pairs; a search tunes one")
-    seeds: list[int] | None = Field(None, min_length=1, description="runtime.seed of each repeat of every grid "
+    seeds: list[Seed] | None = Field(None, min_length=1, description="runtime.seed of each repeat of every grid "
                                                                     "trial; null: the config's seed")
     variants: list[Variant] = Field(default_factory=list, description="kind: grid only; the rows of the grid")
     tables: Tables = Field(default_factory=list, description="kind: grid only; the tables the report builds")
@@ -236,7 +241,7 @@ class StudySpace(SpaceFile):
     ``model_dump(mode="json")`` (search_space.json) and the report and study.confirm read that back."""
 
     name: Text = Field(description="the study's default name")
-    seeds: list[int] = Field(min_length=1, description="runtime.seed of each repeat of every trial")
+    seeds: list[Seed] = Field(min_length=1, description="runtime.seed of each repeat of every trial")
     path: Path = Field(description="the file it was read from")
 
     def base_config(self) -> ExperimentConfig:

@@ -45,6 +45,9 @@ CUSTOM_FILES = {
     "bounding_box_test": ["0001_c12_000007.jpg", "0003_c1_000008.jpg", "0000_c4_000009.jpg"],
 }
 
+# CUSTOM_FILES with a gallery that matches no query: id 0001 is seen by the query's own camera only, 0003 not at all.
+UNMATCHED_FILES = {**CUSTOM_FILES, "bounding_box_test": ["0001_c2_000007.jpg", "0005_c1_000008.jpg"]}
+
 MSMT17_LISTS = {
     "list_train.txt": [
         "0000/0000_000_01_0303morning_0015_0.jpg 0",

@@ -57,7 +57,7 @@ def search(params: str, extra: str = "") -> str:
         (GRID + "search: {smaple: 1}\n", "unknown key 'search.smaple': did you mean search.sampler?"),
         (GRID + "scheduler: {reduction_factor: 1}\n", "scheduler.reduction_factor=1 is out of range (>= 2)"),
         (GRID + "resources: {cpus_per_trial: 0}\n", "resources.cpus_per_trial=0 is out of range (>= 1)"),
-        (GRID + "preset: laptop\n", "preset='laptop' is not allowed: use one of paper, cpu"),
+        (GRID.replace("preset: cpu", "preset: laptop"), "preset='laptop' is not allowed: use one of paper, cpu"),
         (GRID + "  - {name: c, set: {kd.mu: 0.1}}\n", "set the same overrides: keep one"),
         (GRID + "  - {name: a, set: {kd.mu: 0.3}}\n", "variant name 'a' is used twice"),
         (GRID.replace("{name: a, set", "{name: a, table: 1, set"), "unknown key 'variants[0].table': valid keys: variants[0].name, variants[0].set"),

@@ -10,6 +10,7 @@ Conventions shared by every format:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -135,6 +136,7 @@ def load_dataset(
         dataset = _load_market_layout(folder, format)
     if name is not None:
         dataset.name = name
+    check_evaluable(dataset)
     if verify_images:
         for record in dataset.train + dataset.query + dataset.gallery:
             decode_image(record.path)
@@ -161,6 +163,21 @@ def resolve_dataset(name: str, root: str | Path) -> ReIDDataset:
         f"unknown dataset {name!r} under {root}: use one of {', '.join(STANDARD_FOLDERS)} "
         f"or the name of a Market-layout folder there (found: {_listing(root)})"
     )
+
+
+def check_evaluable(dataset: ReIDDataset) -> None:
+    """Some query must have a gallery image of its id from another camera (the Market protocol's valid match),
+    or evaluation fails, and only after source pre-training. Reads the query and gallery ids, the labels that
+    evaluation reads; never the training labels (a target domain's stay unread)."""
+    cameras: dict[int, set[int]] = {}
+    for record in dataset.gallery:
+        cameras.setdefault(record.pid, set()).add(record.camid)
+    if not any(cameras.get(query.pid, set()) - {query.camid} for query in dataset.query):
+        raise DatasetError(
+            f"{dataset.root}: all {len(dataset.query)} queries have no gallery match (a gallery image of the same "
+            "id from another camera), so the dataset cannot be evaluated: add gallery images of the query ids "
+            "from other cameras, or check that the query and gallery folders are not swapped or mixed up"
+        )
 
 
 def decode_image(path: str | Path) -> Image.Image:
@@ -309,7 +326,15 @@ def _check_camera(camera: int, max_camera: int | None, where: str, dataset: str)
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files of a split folder; a symbolic link named like an image that leads nowhere (its target
+    is gone, or links loop) is an error, never skipped."""
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    broken = [p for p in named if p.is_symlink() and not p.exists()]
+    if broken:
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        raise DatasetError(f"{broken[0]} is a broken symbolic link{more}: it points to {os.readlink(broken[0])}, "
+                           "which is missing or loops: fix the link or delete it")
+    return [p for p in named if p.is_file()]
 
 
 def _num_pids(records: list[ImageRecord]) -> int:

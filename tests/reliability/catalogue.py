@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 from .helpers import (
     FAULT_ENV,
     REPO,
@@ -31,11 +33,13 @@ from .helpers import (
     finished_study_folder,
     interrupt_when,
     runs,
+    serving,
     snapshot,
     start,
     start_token_head,
     stop,
     stop_head,
+    tiny_search_space,
     tiny_space,
 )
 
@@ -340,6 +344,91 @@ def token_faults(cat: Catalogue) -> None:
         stop_head(head)
 
 
+def damaged_stores_and_silent_inputs(cat: Catalogue) -> None:
+    """Issue 19 items 5 and 8: each refused before Ray starts, in one line, creating and overwriting nothing."""
+    group = "Issue 19: damaged stores and silent inputs"
+    tmp = cat.scratch / "issue19"
+    stores = _damaged_stores(tmp)
+    before = {folder: snapshot(folder) for folder in stores.values()}
+    search = tiny_search_space(tmp, "search")
+    run = ("study.run", "--space")
+    cases = [
+        ("garbage mlflow.db (78-line traceback after Ray started, before)",
+         *run, "smoke", "--results-dir", stores["garbage mlflow"]),
+        ("a real mlflow.db cut in half (73 lines before)", *run, "smoke", "--results-dir", stores["truncated mlflow"]),
+        ("garbage optuna.db, a search (85 lines, parent FAILED, before)",
+         *run, search, "--results-dir", stores["garbage optuna"]),
+        ("description of 20,001 characters", *run, _space_with(tmp, "long", description="d" * 20_001)),
+        ("a key given twice in the space file (the last one won silently before)",
+         *run, _duplicate_key_space(tmp)),
+        ("--name \"\" (ran as the space's name before)", *run, "smoke", "--name", ""),
+        ("--set runtime.seed=99999999999999999999 (an OverflowError naming no key before)",
+         *run, "smoke", "--set", "runtime.seed=99999999999999999999"),
+        ("study.report --results-dir of a missing folder (created it and an empty mlflow.db before)",
+         "study.report", "--study", "smoke", "--results-dir", tmp / "typo"),
+    ]
+    for what, module, *args in cases:
+        if module == "study.run" and "--results-dir" not in args:
+            args += ["--results-dir", tmp / "results"]
+        cat.cli(group, what, module, *args)
+    with serving() as uri:
+        cat.cli(group, "--tracking-uri of a web server that answers 200 on /health but is not MLflow (50 lines "
+                "with its HTML before)", *run, "smoke", "--tracking-uri", uri, "--results-dir", tmp / "results")
+    data = _broken_datasets(tmp / "data")
+    for what, folder in (("dangling symlink named like an image (skipped silently before)", data / "dangling"),
+                         ("looping symlink named like an image (skipped silently before)", data / "loop"),
+                         ("queries without a gallery match (failed after source pre-training before)",
+                          data / "unmatched")):
+        cat.cli(group, what, "reidmodel.data", folder)
+    cat.cli(group, "study.run --data-root with that dataset as the target", *run, "smoke", "--data-root", data,
+            "--directions", "good->unmatched", "--results-dir", tmp / "results")
+    untouched = all(snapshot(folder) == files for folder, files in before.items())
+    written = sorted(snapshot(tmp / "results")) if (tmp / "results").exists() else []
+    cat.add(Row(group, "the damaged stores and folders after all of the above", "-", "-", 0.0, "-",
+                f"stores unchanged: {untouched}; typo/ created: {(tmp / 'typo').exists()}; files written under "
+                f"results/: {', '.join(written) or 'none'}"))
+
+
+def _damaged_stores(tmp: Path) -> dict[str, Path]:
+    """Results folders each holding one damaged store: random bytes, or a real MLflow store cut in half."""
+    from mlflow import MlflowClient
+
+    folders = {name: tmp / name.replace(" ", "-") for name in ("garbage mlflow", "truncated mlflow", "garbage optuna")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["garbage mlflow"] / "mlflow.db").write_bytes(os.urandom(8192))
+    (folders["garbage optuna"] / "optuna.db").write_bytes(os.urandom(8192))
+    store = folders["truncated mlflow"] / "mlflow.db"
+    MlflowClient(f"sqlite:///{store}").create_experiment("smoke")
+    store.write_bytes(store.read_bytes()[: store.stat().st_size // 2])
+    return folders
+
+
+def _space_with(tmp: Path, name: str, **keys) -> Path:
+    path = tiny_space(tmp, name)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **keys}))
+    return path
+
+
+def _duplicate_key_space(tmp: Path) -> Path:
+    path = tmp / "twice.yaml"
+    path.write_text((REPO / "search_spaces" / "smoke.yaml").read_text().replace("kind: grid\n",
+                                                                               "kind: grid\npreset: paper\n"))
+    return path
+
+
+def _broken_datasets(root: Path) -> Path:
+    """A Market-layout dataset, copies with a dangling and a looping image link, and one no query can match."""
+    from tests.fakedata import CUSTOM_FILES, UNMATCHED_FILES, write_market_layout
+
+    write_market_layout(root / "good", CUSTOM_FILES)
+    write_market_layout(root / "unmatched", UNMATCHED_FILES)
+    for name in ("dangling", "loop"):
+        link = write_market_layout(root / name, CUSTOM_FILES) / "query" / "0001_c3_000010.jpg"
+        link.symlink_to(root / "moved-away.jpg" if name == "dangling" else link)
+    return root
+
+
 def _env(changes: dict | None = None) -> dict:
     env = dict(os.environ)
     for key, value in (changes or {}).items():
@@ -372,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="reliability-") as scratch:
         cat = Catalogue(Path(scratch))
-        for section in (bad_study_inputs, bad_train_and_data_inputs, study_faults, token_faults):
+        for section in (bad_study_inputs, bad_train_and_data_inputs, study_faults, token_faults,
+                        damaged_stores_and_silent_inputs):
             section(cat)
         args.out.write_text(cat.markdown())
     print(f"wrote {args.out}")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_ENV = "REID_STUDY_TEST_FAULT"  # study.trainable's test-only hook
+REFUSAL_S = 5.0  # a bad input is refused within this many seconds (in-process: without the CLI's imports)
 
 
 def tiny_space(folder: Path, name: str, variants: list[dict] | None = None, **fixed) -> Path:
@@ -27,6 +31,58 @@ def tiny_space(folder: Path, name: str, variants: list[dict] | None = None, **fi
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
+
+
+def tiny_search_space(folder: Path, name: str) -> Path:
+    """The smoke space as a one-trial Optuna search over kd.mu: a study that keeps an optuna.db."""
+    space = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
+    for key in ("variants", "tables"):
+        space.pop(key)
+    space.update(name=name, kind="search", params={"kd.mu": {"type": "uniform", "low": 0.1, "high": 0.9}},
+                 search={"num_samples": 1})
+    path = Path(folder) / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def refused_in_one_line(capsys, run, message: str) -> str:
+    """``run()`` returns (or exits with) 2 within REFUSAL_S, printing one stderr line that holds ``message``."""
+    started = time.monotonic()
+    try:
+        code = run()
+    except SystemExit as exit_:  # argparse's parser.exit
+        code = exit_.code
+    seconds = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (code, err)
+    assert seconds < REFUSAL_S, f"refused after {seconds:.1f} s"
+    return err
+
+
+HTML_PAGE = b"<html><body>It works!</body></html>"
+
+
+@contextmanager
+def serving(body: bytes = HTML_PAGE, kind: str = "text/html"):
+    """A web server on 127.0.0.1 that answers any GET with 200 and ``body`` (as one with a /health page does);
+    yields its URI."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def cli(module: str, *args: str, env: dict | None = None, timeout: float = 400) -> subprocess.CompletedProcess:
