@@ -88,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
     """All checks that need neither Ray nor MLflow; raises SpaceError with one line."""
-    from reidmodel.data import DatasetError, resolve_dataset
-
     if args.data_root is not None and not Path(args.data_root).expanduser().is_dir():
         raise SpaceError(f"--data-root {args.data_root} is not a folder: pass the folder holding the datasets")
     if args.seeds is not None and args.seeds < 1:
@@ -98,37 +96,43 @@ def prepare(args: argparse.Namespace) -> tuple[StudySpace, StudyPaths]:
     space = load_space(args.space, args.data_root, args.directions, parse_set_args(args.overrides), seeds,
                        preset_name=args.preset)
     if args.data_root is not None:
-        for direction in space.directions:
-            for name in direction.split("->"):
-                try:
-                    resolve_dataset(name.strip(), args.data_root)
-                except DatasetError as exc:
-                    raise SpaceError(f"--data-root: {exc}") from exc
-    resources = space.resources
+        check_datasets(space, args.data_root)
     for flag, value in (("cpus_per_trial", args.cpus_per_trial), ("gpus_per_trial", args.gpus_per_trial),
                         ("max_concurrent", args.max_concurrent)):
         if value is not None:
             if value < (0 if flag == "gpus_per_trial" else 1):
                 raise SpaceError(f"--{flag.replace('_', '-')} {value} is out of range: pass a positive number")
-            setattr(resources, flag, value)
+            setattr(space.resources, flag, value)
+    return space, study_paths(args, space)
 
-    study_name = space.name if args.name is None else args.name
-    problem = name_problem(study_name, space.name)
+
+def check_datasets(space: StudySpace, data_root: str) -> None:
+    """Every dataset the directions name loads from --data-root (layout, and queries that can be evaluated)."""
+    from reidmodel.data import DatasetError, resolve_dataset
+
+    for name in dict.fromkeys(name.strip() for direction in space.directions for name in direction.split("->")):
+        try:
+            resolve_dataset(name, data_root)
+        except DatasetError as exc:
+            raise SpaceError(f"--data-root: {exc}") from exc
+
+
+def study_paths(args: argparse.Namespace, space: StudySpace) -> StudyPaths:
+    """The study's name, checked, and its folders; a new study may not take an existing one's, a resumed one
+    must exist (tuner.pkl is what Tuner.can_restore looks for: checked here without starting Ray)."""
+    name = space.name if args.name is None else args.name
+    problem = name_problem(name, space.name)
     if problem:
-        raise SpaceError(f"--name {study_name[:120]!r} {problem}")
-    paths = StudyPaths.resolve(study_name, args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
+        raise SpaceError(f"--name {name[:120]!r} {problem}")
+    paths = StudyPaths.resolve(name, args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
                                search=space.kind == "search")
-    if paths.local_storage:
-        # tuner.pkl is what Tuner.can_restore looks for; checked here without starting Ray.
-        experiment = Path(paths.experiment_path)
-        if args.resume and not (experiment / "tuner.pkl").is_file():
-            raise SpaceError(f"--resume: no study {study_name!r} under {paths.storage}: drop --resume to start it")
-        if experiment.exists() and not args.resume:
-            raise SpaceError(
-                f"study {study_name!r} already exists under {paths.storage}: pass --resume to continue it "
-                "or --name NEW to start another"
-            )
-    return space, paths
+    experiment = Path(paths.experiment_path)
+    if paths.local_storage and args.resume and not (experiment / "tuner.pkl").is_file():
+        raise SpaceError(f"--resume: no study {name!r} under {paths.storage}: drop --resume to start it")
+    if paths.local_storage and experiment.exists() and not args.resume:
+        raise SpaceError(f"study {name!r} already exists under {paths.storage}: pass --resume to continue it or "
+                         "--name NEW to start another")
+    return paths
 
 
 def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, lock: DriverLock) -> int:
@@ -141,48 +145,58 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, lo
     # SIGTERM (a batch scheduler, kill) stops the study as Ctrl-C does: Ray Tune saves its state and returns.
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
-        connect_ray(args.address, space.resources)
-    except SpaceError as exc:
-        ray.shutdown()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    tracker = None
-    try:
-        resources = space.resources
-        max_concurrent = resources.max_concurrent or max(
-            1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial
-        )
+        try:
+            connect_ray(args.address, space.resources)
+        except SpaceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         lock.hold_reserve()
         with store_lock(paths.results_dir):  # the first start creates the SQLite stores: one driver at a time
             tracker = StudyTracker(paths.tracking_uri, paths.name)
-            parent_run_id = tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
-        tuner = make_tuner(space, paths, parent_run_id=parent_run_id, max_concurrent=max_concurrent,
-                           resume=args.resume)
-        started = time.perf_counter()
-        results = tuner.fit()
-        print_summary(space, results)
-        tracker.close_unfinished_trials()
-        outcome = StudyOutcome.of(space, tracker.trial_runs())
-        tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
-        return report_study(tracker, paths, outcome)
-    except BaseException as exc:
-        full = disk_full(exc)
-        if full:  # the reserve makes room to close the runs below
-            lock.free_reserve()
+            tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
         try:
-            if tracker is not None and tracker.run_id is not None:  # never left RUNNING, never FINISHED
-                tracker.close_unfinished_trials()
-                tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        except Exception:
-            if not full:
-                raise
-        if not full:
-            raise
-        print(f"error: the disk of --results-dir {paths.results_dir} is full ({full}): free space (a study needs "
-              f"at least --min-free-mb {args.min_free_mb:g} MB) and continue it with --resume", file=sys.stderr)
-        return EXIT_FAILED
+            return fit_and_report(space, args, paths, tracker)
+        except BaseException as exc:
+            return end_after(exc, tracker, lock, paths, args.min_free_mb)
     finally:
         ray.shutdown()
+
+
+def fit_and_report(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, tracker: StudyTracker) -> int:
+    """Run the trials, close the runs with the study's outcome and publish its report; returns the exit code."""
+    import ray
+
+    resources = space.resources
+    max_concurrent = resources.max_concurrent or max(
+        1, int(ray.cluster_resources().get("CPU", 1)) // resources.cpus_per_trial)
+    tuner = make_tuner(space, paths, parent_run_id=tracker.run_id, max_concurrent=max_concurrent, resume=args.resume)
+    started = time.perf_counter()
+    results = tuner.fit()
+    print_summary(space, results)
+    tracker.close_unfinished_trials()
+    outcome = StudyOutcome.of(space, tracker.trial_runs())
+    tracker.finish(outcome.status, {"study_wall_seconds": time.perf_counter() - started, "trials": len(results)})
+    return report_study(tracker, paths, outcome)
+
+
+def end_after(exc: BaseException, tracker: StudyTracker, lock: DriverLock, paths: StudyPaths,
+              min_free_mb: float) -> int:
+    """A study that ends in an exception leaves no run RUNNING and none FINISHED. A full disk (the reserve freed
+    to make room for closing the runs) ends in one line and exit 1; anything else is raised again."""
+    full = disk_full(exc)
+    if full:
+        lock.free_reserve()
+    try:
+        tracker.close_unfinished_trials()
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    except Exception:
+        if not full:
+            raise
+    if not full:
+        raise exc
+    print(f"error: the disk of --results-dir {paths.results_dir} is full ({full}): free space (a study needs at "
+          f"least --min-free-mb {min_free_mb:g} MB) and continue it with --resume", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def connect_ray(address: str | None, resources: Resources) -> None:
