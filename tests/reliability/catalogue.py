@@ -389,6 +389,78 @@ def damaged_stores_and_silent_inputs(cat: Catalogue) -> None:
                 f"results/: {', '.join(written) or 'none'}"))
 
 
+def names_resume_interrupts_and_disk(cat: Catalogue) -> None:
+    """Issue 19 items 1-4, 6 and 7: names that would hide the results folder's files or outgrow a path, a resume
+    of an edited large grid, Ctrl-C with trials pending, a disk too small or filling up, two first starts."""
+    group = "Issue 19: names, resume, interrupts, disk, concurrent starts"
+    tmp = cat.scratch / "issue19-driver"
+    results = tmp / "results"
+    tmp.mkdir()
+    for name in ("mlflow.db", "ray", "locks", "a" * 247, "a" * 300):
+        shown = name if len(name) < 20 else f"{len(name)} characters"
+        cat.cli(group, f"--name {shown} on a fresh results folder", "study.run", "--space", "smoke", "--name", name,
+                "--results-dir", results)
+    variants = [{"name": f"v{i}", "set": {"ula.eps_quantile": round(0.001 + i * 0.0005, 6)}} for i in range(130)]
+    large = tiny_space(tmp, "large", variants, **{"source.epochs": 1, "adapt.cycles": 0})
+    proc = start("study.run", "--space", large, "--results-dir", results, "--max-concurrent", "2", env=_env())
+    try:
+        interrupt_when(proc, checkpoint_saved(results / "ray" / "large", 0), signal.SIGINT, "its first trial")
+    finally:
+        stop(proc)
+    cat.add(Row(group, "a 130-variant grid, stopped with SIGINT after its first trial", "python -m study.run "
+                "--space large.yaml, then SIGINT", str(proc.returncode), 0.0, "-", "the study to resume"))
+    edited = yaml.safe_load(large.read_text())
+    edited["variants"][129]["set"]["ula.eps_quantile"] = 0.5
+    large.write_text(yaml.safe_dump(edited))
+    cat.cli(group, "--resume after editing variant 129 (accepted, ran the old grid, before)", "study.run",
+            "--space", large, "--results-dir", results, "--resume")
+    _interrupt_with_pending(cat, group, tmp)
+    _disk(cat, group, tmp)
+    starts = [start("study.run", "--space", "smoke", "--name", name, "--results-dir", tmp / "fresh", env=_env())
+              for name in ("first", "second")]
+    codes = [proc.wait(timeout=900) for proc in starts]
+    cat.add(Row(group, "two first starts at once on a fresh results folder (one died on 'table ... already "
+                "exists' before)", "python -m study.run --space smoke --name first|second (at once)",
+                "/".join(map(str, codes)), 0.0, "-", f"exit codes {codes}"))
+
+
+def _interrupt_with_pending(cat: Catalogue, group: str, tmp: Path) -> None:
+    results = tmp / "pending-results"
+    space = tiny_space(tmp, "pending", None, **{"adapt.cycles": 3})
+    started = time.monotonic()
+    proc = start("study.run", "--space", space, "--seeds", "2", "--max-concurrent", "4", "--results-dir", results,
+                 env=_env())
+    try:
+        output = interrupt_when(proc, checkpoint_saved(results / "ray" / "pending", 0), signal.SIGINT, "cycle 0")
+    finally:
+        stop(proc)
+    _, parent, children = runs(results, "pending")
+    last = [line for line in output.splitlines() if line.startswith("error: ")]
+    cat.add(Row(group, "SIGINT with trials still PENDING (exit 1 and a TypeError, runs left RUNNING, before)",
+                "python -m study.run --space pending.yaml --seeds 2 --max-concurrent 4, then SIGINT",
+                str(proc.returncode), time.monotonic() - started, "-",
+                f"parent {parent.info.status}; trial runs {sorted(c.info.status for c in children)}; partial report: "
+                f"{(results / 'pending.partial' / 'README.md').is_file()}; {last[-1] if last else ''}"))
+
+
+def _disk(cat: Catalogue, group: str, tmp: Path) -> None:
+    small = tmp / "tmpfs"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(small)], capture_output=True).returncode:
+        cat.add(Row(group, "results folder on a 20 MB tmpfs", "-", "-", 0.0, "-", "not run: no tmpfs mount here"))
+        return
+    try:
+        cat.cli(group, "results folder on a 20 MB tmpfs (2,099 lines and runs left RUNNING after 35 s, before)",
+                "study.run", "--space", "smoke", "--results-dir", small / "r")
+        row = cat.cli(group, "the same with --min-free-mb 1: the disk fills half-way", "study.run", "--space",
+                      "smoke", "--results-dir", small / "r", "--min-free-mb", "1")
+        _, parent, children = runs(small / "r", "smoke")
+        row.outcome += (f" (parent {parent.info.status}, trial runs "
+                        f"{sorted(c.info.status for c in children)})")
+    finally:
+        subprocess.run(["umount", "--lazy", str(small)], check=False)
+
+
 def _damaged_stores(tmp: Path) -> dict[str, Path]:
     """Results folders each holding one damaged store: random bytes, or a real MLflow store cut in half."""
     from mlflow import MlflowClient
@@ -462,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="reliability-") as scratch:
         cat = Catalogue(Path(scratch))
         for section in (bad_study_inputs, bad_train_and_data_inputs, study_faults, token_faults,
-                        damaged_stores_and_silent_inputs):
+                        damaged_stores_and_silent_inputs, names_resume_interrupts_and_disk):
             section(cat)
         args.out.write_text(cat.markdown())
     print(f"wrote {args.out}")
