@@ -81,7 +81,7 @@ class _PlainDumper(yaml.SafeDumper):
 
 def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str) -> SpaceFile:
     """The grid (a validated space file) that retrains the search's best trial beside its references."""
-    from study.report import LoadedStudy
+    from study.report.load import LoadedStudy
 
     searched = LoadedStudy.load(study, tracking_uri)
     if searched.space.get("kind") != "search":
@@ -146,7 +146,7 @@ def confirmation_table(study: str, best_run_name: str) -> dict[str, Any]:
 def best_trial(searched) -> tuple[pd.Series, float]:
     """The run (a row of the search's runs frame) of the finished trial (all cycles reached) with the best
     final value of the first objective, and that value."""
-    from study.report import final_values
+    from study.report.load import final_values
 
     search = searched.space.get("search", {})
     objective = (search.get("objectives") or [{"metric": search.get("metric", "target_mAP"),

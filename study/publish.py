@@ -12,14 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import optuna
-
 from study.lock import DriverLock, StudyRunning
 from study.paths import OPTUNA_DB, PARTIAL_SUFFIX, default_tracking_uri
 from study.preflight import check_store, check_tracking_uri
-from study.report import load_runs, write_report
 from study.spaces import SpaceError
-from study.tracking import MlflowClient, close_dead_parent  # study.tracking sets MLflow's env first
 
 
 def report_folder(results_dir: Path, study_name: str, finished: bool) -> Path:
@@ -32,6 +28,12 @@ def publish_report(study_name: str, results_dir: Path, tracking_uri: str, optuna
     The folder is ``results/<name>/`` when the latest parent run is FINISHED, else ``results/<name>.partial/``
     with a first line saying why; a parent left RUNNING by a driver that died is marked KILLED first.
     """
+    # Here, not at the top: matplotlib, MLflow and Ray take seconds to import, and a bad --results-dir is refused
+    # before them.
+    from study.report.load import load_runs
+    from study.report.write import write_report
+    from study.tracking import MlflowClient, close_dead_parent
+
     client = MlflowClient(tracking_uri)
     parent, _ = load_runs(client, study_name, tracking_uri)
     try:
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_stores(results_dir, tracking_uri, default_store=args.tracking_uri is None)
         if storage is None and default_storage.is_file():
+            import optuna
+
             candidate = f"sqlite:///{default_storage}"
             if args.study in optuna.study.get_all_study_names(candidate):
                 storage = candidate

@@ -12,9 +12,11 @@ from ray.tune import Checkpoint  # noqa: E402
 
 from reidmodel.checkpoint import write_csv  # noqa: E402
 from reidmodel.cycle_metrics import metric  # noqa: E402
-from study import publish, report  # noqa: E402
+from study import publish  # noqa: E402
 from study.paths import default_tracking_uri  # noqa: E402
 from study.report import optuna_view, sections  # noqa: E402
+from study.report.load import LoadedStudy  # noqa: E402
+from study.report.write import write_report  # noqa: E402
 from study.spaces import table_column  # noqa: E402
 from study.tracking import StudyTracker, TrialLogger  # noqa: E402
 from study.trial import TrialConfigs  # noqa: E402
@@ -72,7 +74,7 @@ def study(tmp_path_factory):
             logger.on_checkpoint(3, [], trial, Checkpoint.from_directory(str(folder)))
             logger.log_trial_end(trial)
     study_tracker.finish()  # only a finished study's report goes to results/<name>/
-    readme = report.write_report("ablation", results, uri)
+    readme = write_report("ablation", results, uri)
     return results, readme, trials
 
 
@@ -221,7 +223,7 @@ def test_cli_and_errors(study, capsys):
     message = capsys.readouterr().err
     assert "no MLflow experiment named 'nope'" in message and len(message.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="plain folder name"):
-        report.write_report("a/b", results, default_tracking_uri(results))
+        write_report("a/b", results, default_tracking_uri(results))
 
 
 def test_table_column():
@@ -247,8 +249,8 @@ def test_ula_diagnostics_take_labels_and_formats_from_the_metric_registry(study)
     header = "| " + " | ".join(metric(key).label for key in ("cycle", *logged)) + " |"
     assert header == "| cycle | clusters | K | labelled | precision | degenerate | target mAP |" and header in text
     assert "| 0 | – | – | – | – | – | 10.0 |\n| 1 | 41 | 30 | 100 | 0.625 | 0 | 18.5 |" in text
-    assert (report.cell("ula_precision", 0.875), report.cell("target_mAP", 24.13), report.cell("ula_recall", None),
-            report.cell("target_mAP", math.nan)) == ("0.875", "24.1", "–", "–")
+    assert (sections.cell("ula_precision", 0.875), sections.cell("target_mAP", 24.13), sections.cell("ula_recall", None),
+            sections.cell("target_mAP", math.nan)) == ("0.875", "24.1", "–", "–")
 
 
 def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
@@ -260,7 +262,7 @@ def test_cost_adds_up_the_sittings_of_a_resumed_study(tmp_path):
     tracker.finish("KILLED", {"study_wall_seconds": 600.0})
     run_id = tracker.start({}, {}, resume=True)
     tracker.finish("FINISHED", {"study_wall_seconds": 900.0})
-    study = report.LoadedStudy("resumed", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
+    study = LoadedStudy("resumed", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
                                {}, pd.DataFrame(), pd.DataFrame())
     line = sections.cost_line(study)
     assert line.startswith("- Cost: 25.0 min wall time in 2 sittings (10.0 + 15.0 min);"), line

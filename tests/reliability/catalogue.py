@@ -522,7 +522,7 @@ def _first(path: Path) -> str:
 
 
 def _machine() -> str:
-    from study.report import machine_line
+    from study.report.sections import machine_line
 
     return machine_line()
 
