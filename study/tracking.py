@@ -60,7 +60,7 @@ END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle", TAG_RETRY)
 RESULT_TAGS = ("pretrain_cache", "pretrain_key")  # text a trial reports with its cycles, kept as run tags
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
-TRIAL_FILES = ("cycles.csv", "history.csv", "config.yaml")  # of a trial's checkpoint, logged as artifacts
+TRIAL_FILES = ("cycles.csv", "history.csv")  # of a trial's checkpoint, logged as artifacts (config.yaml at its start)
 
 
 def git_commit() -> str | None:
@@ -273,7 +273,7 @@ class TrialLogger(LoggerCallback):
         log_params_and_tags(self.client, run_id, {}, {key: result[key] for key in RESULT_TAGS if key in result})
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
-        """The checkpoint's cycles.csv, history.csv and config.yaml as artifacts, and the epochs not logged yet as
+        """The checkpoint's cycles.csv and history.csv as artifacts, and the epochs not logged yet as
         ``epoch_*`` metrics (counted from what the run holds, so a restarted trial logs each epoch once)."""
         run_id = self._run_id(trial.trial_id)
         with checkpoint.as_directory() as folder:
