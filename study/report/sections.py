@@ -21,6 +21,7 @@ from study.paths import default_tracking_uri
 from study.report.load import OBJECTIVE, LoadedStudy, final_values, param_value
 from study.spaces import required_selection, selection_of
 from study.tables import Table
+from study.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
 
 # The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
 ULA_TABLE = ("ula_num_clusters", "ula_requested_classes", "ula_num_classes", "ula_num_labelled",
@@ -205,6 +206,15 @@ def confirmation_lines(search: LoadedStudy, results_dir: Path) -> list[str]:
         "", f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the search's own "
         f"seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains it, the paper default and "
         "the supervised upper bound on fresh seeds."])
+
+
+def validator_lines(study: LoadedStudy) -> list[str]:
+    """The validator benchmark on this study alone, once it has enough trials with validators to rank."""
+    if trials_with_validators(study) < MIN_TRIALS:
+        return []
+    return ["", "## Validator benchmark (reads target labels)", "", *benchmark_lines([study]), "",
+            f"Across studies (choose a validator on others than the one it searches): `python -m study.validators "
+            f"--study {study.name} --study OTHER`."]
 
 
 def start_point_trials(frame: pd.DataFrame, start_points: list[dict]) -> dict[str, str]:
