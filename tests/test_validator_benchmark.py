@@ -10,7 +10,8 @@ import pytest
 from scipy import stats
 
 from study import validators
-from study.validators import (
+from study.report import validators as statistics
+from study.report.validators import (
     benchmark,
     benchmark_lines,
     bootstrap,
@@ -132,9 +133,9 @@ def test_the_markdown_says_it_reads_target_labels_and_names_the_studies():
 
 
 def test_enough_trials_for_a_report_section():
-    assert validators.trials_with_validators(fake_study("s", FINAL_MAP[:7], {"snd": FINAL_MAP[:7]})) == 7
-    assert validators.trials_with_validators(fake_study("s", FINAL_MAP, {})) == 0
-    assert validators.MIN_TRIALS == 8
+    assert statistics.trials_with_validators(fake_study("s", FINAL_MAP[:7], {"snd": FINAL_MAP[:7]})) == 7
+    assert statistics.trials_with_validators(fake_study("s", FINAL_MAP, {})) == 0
+    assert statistics.MIN_TRIALS == 8
 
 
 def test_regret_takes_the_first_of_a_tie():
@@ -201,7 +202,7 @@ def test_the_study_report_has_the_benchmark_section(logged):
 def test_the_cli_refuses_studies_without_validators(logged, capsys):
     from unittest import mock
 
-    with mock.patch.object(validators, "VALIDATOR_KEYS", ("bnm",)):
+    with mock.patch.object(statistics, "VALIDATOR_KEYS", ("bnm",)):
         code = validators.main(["--study", "logged", "--results-dir", str(logged)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no finished trial of logged logged a validator" in err

@@ -19,9 +19,9 @@ from reidmodel.cycle_metrics import MISSING, metric
 from study import tables
 from study.paths import default_tracking_uri
 from study.report.load import OBJECTIVE, LoadedStudy, final_values, param_value
+from study.report.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
 from study.spaces import required_selection, selection_of
 from study.tables import Table
-from study.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
 
 # The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
 ULA_TABLE = ("ula_num_clusters", "ula_requested_classes", "ula_num_classes", "ula_num_labelled",
