@@ -21,6 +21,8 @@ PERCENT, FRACTION, COUNT, REAL = ".1f", ".3f", ".0f", ".4g"
 MISSING = "–"  # the cell of a value not measured (ULA's at cycle 0, a metric the paper does not print)
 TargetLabels = Literal["none", "validation", "oracle"]
 FREE, VALIDATION, ORACLE = get_args(TargetLabels)
+Better = Literal["higher", "lower"]
+HIGHER, LOWER = get_args(Better)
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,16 @@ class Metric:
     fmt: str  # format spec for report cells
     help: str  # one line: what it measures
     target_labels: TargetLabels  # what it reads of the target's labels (module docstring)
+    # Which way a better model moves it, for the metrics a model may be chosen on (evaluations, losses, validators);
+    # None for counts, settings and times.
+    better: Better | None = None
 
     def __post_init__(self) -> None:
         if self.target_labels not in get_args(TargetLabels):
             raise ValueError(f"metric {self.name!r}: target_labels={self.target_labels!r} is not one of "
                              f"{', '.join(get_args(TargetLabels))}")
+        if self.better not in (None, *get_args(Better)):
+            raise ValueError(f"metric {self.name!r}: better={self.better!r} is not one of higher, lower or None")
 
     @property
     def reads_target_labels(self) -> bool:
@@ -80,40 +87,43 @@ _ULA = (
     Metric("ula_eps", "eps", FRACTION, "DBSCAN neighbourhood radius used", FREE),
 )
 _LOSS = (
-    Metric("loss_total", "loss", REAL, "mean training loss of the last epoch before this evaluation", FREE),
+    Metric("loss_total", "loss", REAL, "mean training loss of the last epoch before this evaluation", FREE, LOWER),
     Metric("loss_id", "ID loss", REAL, "identity part of the last epoch's loss (cross-entropy; InfoNCE with adapt.loss=cluster_memory)",
-           FREE),
-    Metric("loss_triplet", "triplet loss", REAL, "triplet part of the last epoch's loss", FREE),
+           FREE, LOWER),
+    Metric("loss_triplet", "triplet loss", REAL, "triplet part of the last epoch's loss", FREE, LOWER),
     Metric("loss_center", "center loss", REAL, "centre part of the last epoch's loss (before loss.center_weight)",
-           FREE),
+           FREE, LOWER),
 )
 # reidmodel.validators: the model's on a sample of the target training images after the cycle, the clustering's
-# on ULA's step at the cycle's start. Higher is better for each but the noise fraction.
+# on ULA's step at the cycle's start. Higher is better for each but the noise fraction (``better``).
 _MODEL_VALIDATORS = (
-    Metric("snd", "SND", REAL, "soft neighbourhood density of the target training features (higher: denser)", FREE),
+    Metric("snd", "SND", REAL, "soft neighbourhood density of the target training features (higher: denser)", FREE,
+           HIGHER),
     Metric("class_ami", "ClassAMI", FRACTION, "AMI of the classifier's predictions and a k-means of the features",
-           FREE),
+           FREE, HIGHER),
     Metric("info_max", "IM", REAL, "information maximisation: prediction diversity minus mean prediction entropy",
-           FREE),
-    Metric("bnm", "BNM", REAL, "batch nuclear norm of the classifier's softmax over target images, / images", FREE),
+           FREE, HIGHER),
+    Metric("bnm", "BNM", REAL, "batch nuclear norm of the classifier's softmax over target images, / images", FREE,
+           HIGHER),
 )
 _CLUSTERING_VALIDATORS = (
     Metric("ula_silhouette", "silhouette", FRACTION, "silhouette of the DBSCAN clusters on the distance clustered on",
-           FREE),
-    Metric("ula_noise_fraction", "noise", FRACTION, "share of target images DBSCAN left as noise", FREE),
+           FREE, HIGHER),
+    Metric("ula_noise_fraction", "noise", FRACTION, "share of target images DBSCAN left as noise", FREE, LOWER),
     Metric("pseudo_label_stability", "stability", FRACTION, "AMI of this and the previous cycle's pseudo labels",
-           FREE),
+           FREE, HIGHER),
 )
 _TARGET_VAL = tuple(
     Metric(f"target_val_{key}", f"target val {key}", PERCENT,
-           f"{_EVAL[key]}, labelled target identities held out of ULA's pool (data.target_val_ids)", VALIDATION)
+           f"{_EVAL[key]}, labelled target identities held out of ULA's pool (data.target_val_ids)", VALIDATION,
+           HIGHER)
     for key in ("mAP", "R1")
 )
 
 
 def _eval_metrics(domain: str) -> list[Metric]:
     where, labels = _DOMAINS[domain]
-    return [Metric(f"{domain}_{key}", f"{domain} {key}", PERCENT, f"{text}, {where}", labels)
+    return [Metric(f"{domain}_{key}", f"{domain} {key}", PERCENT, f"{text}, {where}", labels, HIGHER)
             for key, text in _EVAL.items()]
 
 

@@ -26,6 +26,7 @@ from reidmodel.config import (
     preset,
     read_yaml,
 )
+from reidmodel.cycle_metrics import METRICS, label_free_metric_names
 from reidmodel.data.synthetic import SYNTHETIC_DOMAINS
 from reidmodel.messages import suggest
 from reidmodel.schema import Int, Seed, Settings, Text, error_line, yaml_schema
@@ -41,6 +42,11 @@ DEFAULT_DIRECTIONS = ("synthetic_duke->synthetic_market", "synthetic_market->syn
 # (mlflow.utils.validation.MAX_EXPERIMENT_TAG_VAL_LENGTH; not imported: MLflow's import takes seconds).
 DESCRIPTION_LIMIT = 20_000
 Mode = Literal["max", "min"]
+# What of the target's labels chose a study's settings, least first; each metric's registry entry
+# (reidmodel.cycle_metrics: target_labels none / validation / oracle) says which it needs.
+Selection = Literal["label_free", "validation", "oracle"]
+SELECTIONS = ("label_free", "validation", "oracle")
+SELECTION_OF_LABELS = {"none": "label_free", "validation": "validation", "oracle": "oracle"}
 # Overrides written as an empty key (``set:`` with nothing under it) are no overrides.
 Overrides = Annotated[dict[str, Any], BeforeValidator(lambda value: {} if value is None else value)]
 
@@ -166,6 +172,10 @@ class SpaceFile(Settings):
                               "the study's MLflow experiment and parent run")
     kind: Literal["grid", "search"] = Field("grid", description="grid: named variants; search: distributions "
                                                                 "Optuna samples")
+    selection: Selection = Field("label_free", description="what of the target's labels may choose this study's "
+                                 "settings: label_free (none), validation (target_val_*: held-out labelled target "
+                                 "ids), oracle (the test split or the true ids; its reports say so); a search or "
+                                 "ASHA metric that reads more is refused")
     preset: Literal[tuple(PRESETS)] = Field("cpu", description="the reidmodel.config preset trials start from")
     fixed: Overrides = Field(default_factory=dict, description="dotted config overrides applied to every trial")
     directions: list[Text] = Field(default_factory=lambda: list(DEFAULT_DIRECTIONS), min_length=1,
@@ -223,6 +233,18 @@ class SpaceFile(Settings):
     @model_validator(mode="after")
     def _tables_name_variants(self) -> SpaceFile:
         check_variants(self.tables, [variant.name for variant in self.variants])
+        return self
+
+    @model_validator(mode="after")
+    def _selection_covers_metrics(self) -> SpaceFile:
+        """The target is unlabelled by definition: choosing on its labels must be declared, so that no report
+        presents an oracle's pick as an unsupervised result."""
+        needed = required_selection(self.model_dump())
+        if SELECTIONS.index(needed[0]) > SELECTIONS.index(self.selection):
+            name = needed[1]
+            raise ValueError(f"search metric {name!r} reads target labels ({METRICS[name].target_labels}): declare "
+                             f"selection: {needed[0]} in the space to choose on them (its reports say so), or "
+                             f"optimise a label-free metric: {', '.join(label_free_metric_names())}")
         return self
 
     @model_validator(mode="after")
@@ -295,6 +317,23 @@ def load_space(
         **fixed, **(overrides or {})}, "seeds": file.seeds or [base.runtime.seed]})
     _check_configs(space)
     return space
+
+
+def required_selection(space: dict[str, Any]) -> tuple[str, str | None]:
+    """The least selection a space's metrics need, and the metric that needs it: a search chooses on all its
+    metrics, ASHA stops trials on the first; a grid without ASHA chooses on none. Takes a space as a dict (a
+    file's or a logged study's)."""
+    search = SearchSettings.model_validate(space.get("search") or {})
+    scheduled = (space.get("scheduler") or {}).get("type") == "asha"
+    chosen_on = search.metrics if space.get("kind") == "search" else search.metrics[:1] if scheduled else []
+    needed = [(SELECTION_OF_LABELS[METRICS[name].target_labels], name) for name in chosen_on if name in METRICS]
+    return max(needed, key=lambda pair: SELECTIONS.index(pair[0]), default=("label_free", None))
+
+
+def selection_of(space: dict[str, Any]) -> str:
+    """A logged study's selection: as declared, or for a study logged before the key existed, what its metrics
+    needed."""
+    return space.get("selection") or required_selection(space)[0]
 
 
 def available_spaces() -> list[str]:

@@ -1,11 +1,23 @@
-"""study.confirm end to end on tiny data: a finished search's best trial retrained on fresh seeds."""
+"""study.confirm end to end on tiny data (slow): a finished search's best trial retrained on fresh seeds; and
+the confirmation grid built from hand-made searches (fast)."""
 
+from types import SimpleNamespace
+
+import pandas as pd
 import pytest
 
+from study.confirm import (
+    AT_BUDGET,
+    confirmation_space,
+    confirmation_table,
+    confirmation_variants,
+    fresh_draw,
+    paper_default_set,
+    searched_budget,
+)
+from study.spaces import SpaceError, SpaceFile, load_space
 from tests.tiny_studies import run_module as run
 from tests.tiny_studies import run_study, tiny_search
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +33,7 @@ def confirmed(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_best_trial_is_retrained_on_fresh_seeds_under_a_new_parent(confirmed):
     from mlflow import MlflowClient
 
@@ -50,6 +63,7 @@ def test_best_trial_is_retrained_on_fresh_seeds_under_a_new_parent(confirmed):
         assert child.data.params["data.source"] == child.data.params["data.target"] == "synthetic_market"
 
 
+@pytest.mark.slow
 def test_confirmation_report_has_the_table_and_the_goal(confirmed):
     text = (confirmed / "tiny_search-confirm" / "README.md").read_text()
     assert "Confirmation of tiny_search on fresh seeds" in text
@@ -58,6 +72,7 @@ def test_confirmation_report_has_the_table_and_the_goal(confirmed):
     assert "model.attention:\n    - conv3" in written and "&id" not in written and "*id" not in written
 
 
+@pytest.mark.slow
 def test_a_grid_study_cannot_be_confirmed(confirmed):
     proc = run("study.confirm", "--study", "tiny_search-confirm", "--results-dir", str(confirmed))
     assert proc.returncode == 2
@@ -65,6 +80,7 @@ def test_a_grid_study_cannot_be_confirmed(confirmed):
         "error: study 'tiny_search-confirm' is a grid study: confirm a search study"]
 
 
+@pytest.mark.slow
 def test_the_search_report_shows_its_confirmation(confirmed):
     before = (confirmed.parent / "search_report_before.md").read_text()
     assert "Not confirmed yet" in before and "python -m study.confirm --study tiny_search --seeds 3" in before
@@ -82,11 +98,78 @@ def test_the_search_report_shows_its_confirmation(confirmed):
 
 
 def test_a_paper_preset_searchs_default_is_the_paper_preset_whatever_the_search_fixed():
-    from study.confirm import confirmation_variants
-
     variants = confirmation_variants({"ula.eps": 0.55}, "dukemtmc->market1501", "paper")
     default = {v["name"]: v["set"] for v in variants}["paper default"]
     # hpo-modern fixes ula.distance=jaccard and k1 30: the reference row must undo that.
     assert (default["ula.distance"], default["ula.eps"], default["ula.k1"], default["adapt.lr"]) == (
         "euclidean", 1.0, 20, 1e-7)
     assert not any(key.startswith(("data.", "runtime.")) for key in default)  # the study's data and devices stay
+
+
+def hpo_space(**changes) -> dict:
+    """The committed hpo search as its parent run logs it (paper default: 5 cycles of 2 epochs at lr 3.5e-5)."""
+    return {**load_space("hpo").model_dump(mode="json"), **changes}
+
+
+def searched_flat(**budget) -> dict:
+    from reidmodel.config import apply_overrides, preset
+
+    space = hpo_space()
+    config = apply_overrides(preset("cpu"), {**space["fixed"], "ula.eps": 0.55, **budget})
+    return config.flat()
+
+
+def test_the_budget_row_takes_the_searched_budget_where_it_differs_from_the_paper_defaults():
+    flat = searched_flat(**{"adapt.cycles": 8, "adapt.cycle_epochs": 2, "adapt.lr": 8e-4})
+    assert searched_budget(flat, hpo_space()) == {"adapt.cycles": 8, "adapt.lr": 8e-4}  # 2 epochs is the default's
+    narrow = hpo_space(params={k: v for k, v in hpo_space()["params"].items() if k != "adapt.lr"})
+    assert searched_budget(flat, narrow) == {"adapt.cycles": 8}  # a budget the search did not vary is not carried
+    assert searched_budget(searched_flat(), hpo_space()) == {}  # the default's own budget: no row
+
+
+def test_the_paper_default_at_the_searched_budget_is_a_row_with_its_claim():
+    budget = {"adapt.cycles": 8, "adapt.lr": 8e-4}
+    variants = confirmation_variants({"ula.eps": 0.55, **budget}, "synthetic_duke->synthetic_market", "cpu", budget)
+    assert [v["name"] for v in variants] == ["paper default", AT_BUDGET, "searched best", "supervised on target"]
+    assert variants[1]["set"] == {**paper_default_set("cpu"), **budget}
+    table = confirmation_table("hpo-d2m", "trial 7", at_budget=True)
+    assert [row["variant"] for row in table["rows"]] == [v["name"] for v in variants]
+    assert {"text": "The searched settings beat the paper default at the same budget", "variant": "searched best",
+            "over": AT_BUDGET} in table["claims"]
+    SpaceFile.model_validate({"kind": "grid", "variants": variants, "tables": [table]})  # a grid that runs
+    assert len(confirmation_variants({"ula.eps": 0.55}, "synthetic_duke->synthetic_market")) == 3
+    assert AT_BUDGET not in str(confirmation_table("hpo-d2m", "trial 7"))
+
+
+@pytest.mark.parametrize("space, seed, message", [
+    (hpo_space(), 0, "--synthetic-seed 0: the search 'hpo-d2m' itself ran on data.synthetic_seed=0: pass a seed"),
+    (hpo_space(fixed={**hpo_space()["fixed"], "data.synthetic_seed": 7}), 7, "itself ran on data.synthetic_seed=7"),
+    (hpo_space(directions=["dukemtmc->market1501"], fixed={"data.root": "/data/reid"}), 7,
+     "--synthetic-seed: study 'hpo-d2m' runs on real data (dukemtmc->market1501): a fresh draw exists only"),
+    (hpo_space(), -1, "--synthetic-seed: data.synthetic_seed=-1 is out of range"),
+])
+def test_a_fresh_draw_is_refused_in_one_line_where_the_search_saw_it_or_there_is_none(space, seed, message):
+    with pytest.raises(SpaceError) as refused:
+        fresh_draw("hpo-d2m", space, seed)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_confirmation_on_a_fresh_draw_keeps_the_searchs_selection_and_sets_the_draw(monkeypatch):
+    import study.confirm
+    import study.report.load
+
+    budget = {"adapt.cycles": 8, "adapt.cycle_epochs": 4, "adapt.lr": 8e-4}
+    trials = pd.DataFrame({"trial": ["a", "b"], "run_id": ["ra", "rb"], "outcome": ["finished"] * 2, "seed": [0, 0]})
+    searched = SimpleNamespace(
+        space=hpo_space(), trials=trials,
+        cycles=pd.DataFrame({"trial": ["a", "b"], "cycle": [3, 8], "target_mAP": [20.0, 31.0]}),
+        children=pd.DataFrame({"run_id": ["ra", "rb"], "tags.mlflow.runName": ["trial a", "trial b"]}))
+    monkeypatch.setattr(study.report.load.LoadedStudy, "load", lambda name, uri: searched)
+    monkeypatch.setattr(study.confirm, "trial_config_flat", lambda run: searched_flat(**budget))
+    space = confirmation_space("hpo-d2m", "sqlite:///x.db", 2, "hpo-d2m-confirm-synthetic7", synthetic_seed=7)
+    assert space.selection == "oracle" and space.fixed["data.synthetic_seed"] == 7 and space.seeds == [100, 101]
+    variants = {v.name: v.set for v in space.variants}
+    assert variants[AT_BUDGET] == {**paper_default_set("cpu"), **budget}
+    assert "data.synthetic_seed" not in variants["searched best"] and variants["searched best"]["ula.eps"] == 0.55
+    assert "fresh draw of the synthetic benchmark (data.synthetic_seed=7)" in space.tables[0].title
+    assert "trial b" in space.description  # the best by final target mAP

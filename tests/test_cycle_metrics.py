@@ -61,3 +61,15 @@ def test_ula_diagnostics_hold_every_reported_key():
 def test_importable_without_torch():
     code = "import sys, reidmodel.cycle_metrics; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent).returncode == 0
+
+
+def test_each_metric_a_model_may_be_chosen_on_declares_which_way_is_better():
+    assert {name: metric(name).better for name in VALIDATOR_KEYS} == {
+        name: "lower" if name == "ula_noise_fraction" else "higher" for name in VALIDATOR_KEYS}
+    assert {metric(name).better for name in LOSS_KEYS} == {"lower"}
+    assert metric("target_mAP").better == metric("source_mAP").better == metric("target_val_mAP").better == "higher"
+    assert metric("ula_num_clusters").better is None and metric("time_s").better is None
+    from reidmodel.cycle_metrics import Metric
+
+    with pytest.raises(ValueError, match="better='up' is not one of higher, lower or None"):
+        Metric("x", "x", ".1f", "x", "none", "up")

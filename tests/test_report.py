@@ -282,3 +282,34 @@ def test_trial_frame_keeps_trials_without_cycles_and_says_how_each_run_ended():
     assert trials["cycles"].tolist() == [2, 1, 0] and math.isnan(trials.loc["c", "final_target_mAP"])
     assert (trials.loc["a", "final_cycle"], trials.loc["a", "best_target_mAP"]) == (1, 12.0)
     assert trials.loc["a", "params.kd.mu"] == "0.5"
+
+
+@pytest.mark.parametrize("space, says", [
+    ({"kind": "search", "selection": "oracle", "search": {"metric": "target_mAP"}}, "**Oracle-selected**"),
+    ({"kind": "search", "search": {"metric": "target_mAP"}}, "**Oracle-selected**"),  # logged before the key
+    ({"kind": "grid", "selection": "oracle"}, "**Oracle-selected**"),  # a confirmation of an oracle search
+    ({"kind": "search", "selection": "validation", "search": {"metric": "target_val_mAP"}},
+     "**Selected on target validation labels** (by `target_val_mAP`)"),
+    ({"kind": "search", "search": {"metric": "snd"}}, None),
+])
+def test_the_header_says_when_target_labels_chose_the_settings(tmp_path, space, says):
+    from mlflow import MlflowClient
+
+    uri = default_tracking_uri(tmp_path)
+    run_id = StudyTracker(uri, "chosen").start({}, {}, resume=False)
+    trials = pd.DataFrame({"outcome": ["finished"], "seed": [0]})
+    study = LoadedStudy("chosen", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
+                               space, pd.DataFrame(), trials)
+    header = "\n".join(sections.header_lines(study, "python -m study.report --study chosen"))
+    top = header.split("- MLflow:")[0]  # before the study's facts, right under its title
+    if says is None:
+        assert "selected" not in header.lower()
+    else:
+        assert says in top and "target" in top
+
+
+def test_a_grid_without_selection_has_no_oracle_header_and_keeps_its_oracle_best_cycle_table(study):
+    _, readme, _ = study
+    text = readme.read_text()
+    assert "Oracle-selected" not in text
+    assert "(an oracle: it picks the cycle with target labels)" in text

@@ -31,8 +31,11 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def search(params: str, extra: str = "") -> str:
-    return f"kind: search\npreset: cpu\ndirections: [synthetic_duke->synthetic_market]\nparams:\n{params}\n{extra}"
+def search(params: str, extra: str = "", selection: str | None = "oracle") -> str:
+    """A search on target_mAP unless ``extra`` sets the metric; ``selection`` None leaves the key out."""
+    declared = f"selection: {selection}\n" if selection else ""
+    return (f"kind: search\n{declared}preset: cpu\ndirections: [synthetic_duke->synthetic_market]\nparams:\n{params}\n"
+            f"{extra}")
 
 
 @pytest.mark.parametrize(
@@ -255,6 +258,7 @@ def test_paper_spaces_run_the_paper_preset_on_real_data_with_gpus(name, real_roo
     space = load_space(name, real_root)
     base = space.base_config()
     assert space.preset == "paper" and space.name == name
+    assert space.selection == ("oracle" if space.kind == "search" else "label_free")
     assert (base.model.backbone, base.model.pretrained, base.data.height, base.data.width) == (
         "resnet50", "imagenet", 256, 128)
     assert base.source.epochs == 120 and space.resources.gpus_per_trial > 0
@@ -295,3 +299,52 @@ def test_base_spaces_that_loop_fail_with_one_line(tmp_path):
     (tmp_path / "b.yaml").write_text(f"base: {tmp_path / 'a.yaml'}\n")
     with pytest.raises(SpaceError, match="base spaces loop"):
         load_space(tmp_path / "a.yaml")
+
+
+MU = "  kd.mu: {type: uniform, low: 0.1, high: 0.9}"
+
+
+@pytest.mark.parametrize("text, metric, needed", [
+    (search(MU, selection=None), "target_mAP", "oracle"),  # the default metric reads the test split
+    (search(MU, "search: {metric: target_val_mAP}\n", None), "target_val_mAP", "validation"),
+    (search(MU, "search: {objectives: [{metric: snd, mode: max}, {metric: ula_nmi, mode: max}]}\n", None),
+     "ula_nmi", "oracle"),
+    (search(MU, selection="validation"), "target_mAP", "oracle"),  # validation labels do not cover the test split
+    (GRID + "scheduler: {type: asha}\n", "target_mAP", "oracle"),  # ASHA chooses which trials go on
+])
+def test_choosing_on_target_labels_is_refused_unless_declared(tmp_path, text, metric, needed):
+    with pytest.raises(SpaceError) as refused:
+        load_space(write(tmp_path, text))
+    message = str(refused.value)
+    assert "\n" not in message and f"search metric {metric!r} reads target labels" in message
+    assert f"declare selection: {needed}" in message
+    label_free = message.split("optimise a label-free metric: ")[1].split(", ")
+    assert {"snd", "class_ami", "info_max", "bnm", "ula_noise_fraction", "source_mAP"} <= set(label_free)
+    assert not {"target_mAP", "target_val_mAP", "ula_nmi", "ula_precision"} & set(label_free)
+    declared = re.sub(r"^selection: \w+\n", "", text, flags=re.M) + f"selection: {needed}\n"
+    assert load_space(write(tmp_path, declared)).selection == needed
+
+
+@pytest.mark.parametrize("text, selection", [
+    (search(MU, "search: {metric: snd}\n", None), "label_free"),
+    (search(MU, "search: {metric: ula_noise_fraction, mode: min}\n", None), "label_free"),
+    (GRID, "label_free"),  # a grid without ASHA chooses nothing: its default search metric is not read
+    (search(MU, "search: {metric: target_val_mAP}\n"), "oracle"),  # oracle covers validation
+])
+def test_label_free_choices_need_no_declaration(tmp_path, text, selection):
+    assert load_space(write(tmp_path, text)).selection == selection
+
+
+@pytest.mark.parametrize("name", ["hpo", "hpo-mo"])
+def test_the_committed_searches_on_target_map_say_they_are_oracles(name):
+    space = load_space(name)
+    assert "target_mAP" in space.search.metrics and space.selection == "oracle"
+
+
+def test_a_study_logged_before_the_selection_key_reads_as_what_its_metrics_needed():
+    from study.spaces import selection_of
+
+    logged = {"kind": "search", "search": {"metric": "target_mAP"}}
+    assert selection_of(logged) == "oracle"
+    assert selection_of({**logged, "search": {"metric": "bnm"}}) == "label_free"
+    assert selection_of({"kind": "grid", "selection": "oracle"}) == "oracle"  # a confirmation carries its search's

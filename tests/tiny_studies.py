@@ -17,9 +17,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny_search(folder: Path, name: str, params: dict, search: dict, **extra) -> Path:
-    """Write a search space over the smoke space's tiny data; returns its path."""
+    """Write a search space over the smoke space's tiny data, choosing on target labels unless ``extra`` says
+    otherwise; returns its path."""
     smoke = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
-    space = {"name": name, "kind": "search", "preset": "cpu", "directions": smoke["directions"],
+    space = {"name": name, "kind": "search", "selection": "oracle", "preset": "cpu", "directions": smoke["directions"],
              "fixed": smoke["fixed"], "params": params, "search": search,
              "resources": {"cpus_per_trial": 1, "max_concurrent": 2}, **extra}
     path = folder / f"{name}.yaml"

@@ -7,7 +7,8 @@ their count is shown. The best-trials table and parameter importances are writte
 finished cycles (for an ablation grid they rank the variants).
 
 ``load`` reads the runs into frames, ``sections`` writes the Markdown, ``plots`` the figures (Optuna's where
-an Optuna study holds the trials, see ``optuna_view``).
+an Optuna study holds the trials, see ``optuna_view``), ``validators`` the validator benchmark (also across
+studies: ``python -m study.validators``).
 
     python -m study.report --study NAME [--results-dir DIR] [--tracking-uri URI] [--optuna-storage URI]
 """

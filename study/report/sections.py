@@ -19,6 +19,8 @@ from reidmodel.cycle_metrics import MISSING, metric
 from study import tables
 from study.paths import default_tracking_uri
 from study.report.load import OBJECTIVE, LoadedStudy, final_values, param_value
+from study.report.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
+from study.spaces import required_selection, selection_of
 from study.tables import Table
 
 # The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
@@ -87,6 +89,21 @@ def cost_line(study: LoadedStudy) -> str:
             f"{len(study.children)} trials ({cache.count('hit')} hits)")
 
 
+def selection_lines(space: dict) -> list[str]:
+    """Say at the top when the study's settings were chosen on target labels: the target is unlabelled by
+    definition, so an oracle's pick must never read as an unsupervised result."""
+    chosen, name = selection_of(space), required_selection(space)[1]
+    by = f" (by `{name}`)" if name else " (by the search it confirms)"
+    notes = {
+        "oracle": f"**Oracle-selected**: this study's settings were chosen on the target's test labels{by}, which "
+                  "an unsupervised-adaptation user does not have: read its best as what selection with the "
+                  "answers reaches, not as an unsupervised result (README, 'Choosing without target labels').",
+        "validation": f"**Selected on target validation labels**{by}: labelled target identities held out of ULA's "
+                      "pool (data.target_val_ids), disjoint from the test identities.",
+    }
+    return [notes[chosen], ""] if chosen in notes else []
+
+
 def header_lines(study: LoadedStudy, command: str) -> list[str]:
     """How to regenerate the report, what the study is, and how to read its cells."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -99,6 +116,7 @@ def header_lines(study: LoadedStudy, command: str) -> list[str]:
         f"# Study `{study.name}`",
         "",
         *([f"{space['description']}", ""] if space.get("description") else []),
+        *selection_lines(space),
         f"- MLflow: `{study.tracking_uri}`, experiment `{study.name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
         f"- Trials: {len(trials)} ({statuses}); seeds: {', '.join(map(str, seeds)) or 'not logged'}",
@@ -188,6 +206,15 @@ def confirmation_lines(search: LoadedStudy, results_dir: Path) -> list[str]:
         "", f"Not confirmed yet: the best trial above is the best of {len(search.trials)} on the search's own "
         f"seed(s). `python -m study.confirm --study {search.name} --seeds 3` retrains it, the paper default and "
         "the supervised upper bound on fresh seeds."])
+
+
+def validator_lines(study: LoadedStudy) -> list[str]:
+    """The validator benchmark on this study alone, once it has enough trials with validators to rank."""
+    if trials_with_validators(study) < MIN_TRIALS:
+        return []
+    return ["", "## Validator benchmark (reads target labels)", "", *benchmark_lines([study]), "",
+            f"Across studies (choose a validator on others than the one it searches): `python -m study.validators "
+            f"--study {study.name} --study OTHER`."]
 
 
 def start_point_trials(frame: pd.DataFrame, start_points: list[dict]) -> dict[str, str]:

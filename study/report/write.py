@@ -29,6 +29,7 @@ def write_report(study_name: str, results_dir: Path, tracking_uri: str, *, optun
         lines += sections.confirmation_lines(study, results_dir)
     if len(study.objectives) > 1:
         lines += sections.front_section(study, out)
+    lines += sections.validator_lines(study)
     if (study.trials["cycles"] > 0).any():
         lines += sections.results_lines(study, out, optuna_storage)
     readme = out / "README.md"

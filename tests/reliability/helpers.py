@@ -38,7 +38,7 @@ def tiny_search_space(folder: Path, name: str) -> Path:
     space = yaml.safe_load((REPO / "search_spaces" / "smoke.yaml").read_text())
     for key in ("variants", "tables"):
         space.pop(key)
-    space.update(name=name, kind="search", params={"kd.mu": {"type": "uniform", "low": 0.1, "high": 0.9}},
+    space.update(name=name, kind="search", selection="oracle", params={"kd.mu": {"type": "uniform", "low": 0.1, "high": 0.9}},
                  search={"num_samples": 1})
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space))
