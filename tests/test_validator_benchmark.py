@@ -37,7 +37,8 @@ def fake_study(name: str, final_map: list[float], validator: dict[str, list[floa
             rows.append(row)
     trials = pd.DataFrame({"trial": [f"t{i}" for i in range(len(final_map))],
                            "outcome": outcomes or ["finished"] * len(final_map),
-                           "direction": ["synthetic_duke->synthetic_market"] * len(final_map)})
+                           "direction": ["synthetic_duke->synthetic_market"] * len(final_map),
+                           "column": ["D->M"] * len(final_map)})
     return SimpleNamespace(name=name, cycles=pd.DataFrame(rows), trials=trials)
 
 
@@ -118,7 +119,7 @@ def test_several_studies_are_averaged_not_pooled():
     disagree = fake_study("disagree", [v + 50 for v in FINAL_MAP], {"snd": [-v for v in FINAL_MAP]})
     snd = row_of(benchmark([agree, disagree], resamples=20), "snd")
     assert snd["spearman"][0] == pytest.approx(0.0) and snd["trials"] == 2 * len(FINAL_MAP)
-    assert snd["per_study"]["agree"][0] == pytest.approx(1.0) and snd["per_study"]["disagree"][0] == pytest.approx(-1.0)
+    assert snd["per_study"]["agree D->M"][0] == pytest.approx(1.0) and snd["per_study"]["disagree D->M"][0] == pytest.approx(-1.0)
 
 
 def test_the_markdown_says_it_reads_target_labels_and_names_the_studies():
@@ -206,3 +207,17 @@ def test_the_cli_refuses_studies_without_validators(logged, capsys):
         code = validators.main(["--study", "logged", "--results-dir", str(logged)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "no finished trial of logged logged a validator" in err
+
+
+def test_a_validator_that_only_tells_the_directions_apart_earns_nothing():
+    """Both directions in one study, M->D some 10 mAP higher: a score that is 1 for every M->D trial and 0 for every
+    D->M one would have a high Spearman over the pooled trials, but ranks no trial within a direction."""
+    d2m = fake_study("mixed", [50.0, 52.0, 54.0, 56.0], {"source_mAP": [0.0] * 4})
+    m2d = fake_study("mixed", [64.0, 66.0, 68.0, 70.0], {"source_mAP": [1.0] * 4})
+    m2d.cycles["trial"] = "m" + m2d.cycles["trial"]
+    m2d.trials = m2d.trials.assign(trial="m" + m2d.trials["trial"], column="M->D")
+    mixed = SimpleNamespace(name="mixed", cycles=pd.concat([d2m.cycles, m2d.cycles], ignore_index=True),
+                            trials=pd.concat([d2m.trials, m2d.trials], ignore_index=True))
+    (row,) = [r for r in benchmark([mixed], resamples=50) if r["validator"] == "source_mAP"]
+    assert set(row["per_study"]) == {"mixed D->M", "mixed M->D"}
+    assert not np.isfinite(row["spearman"][0])  # constant within each direction: no ranking at all
