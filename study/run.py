@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from reidmodel.config import PRESETS
 from study.lock import DriverLock, StudyRunning, store_lock
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except StudyRunning as holder:
         print(f"error: study {paths.name!r} is running now (driver {holder}): let it end or stop it (Ctrl-C) "
               "before starting or resuming it again", file=sys.stderr)
@@ -157,7 +160,7 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, lo
         try:
             return fit_and_report(space, args, paths, tracker)
         except BaseException as exc:
-            return end_after(exc, tracker, lock, paths, args.min_free_mb)
+            end_after(exc, tracker, lock, paths, args.min_free_mb)
     finally:
         ray.shutdown()
 
@@ -172,6 +175,7 @@ def fit_and_report(space: StudySpace, args: argparse.Namespace, paths: StudyPath
     tuner = make_tuner(space, paths, parent_run_id=tracker.run_id, max_concurrent=max_concurrent, resume=args.resume)
     started = time.perf_counter()
     results = tuner.fit()
+    ray.shutdown()  # its workers' last log lines reach the console now, not after the study's closing lines
     print_summary(space, results)
     tracker.close_unfinished_trials()
     outcome = StudyOutcome.of(space, tracker.trial_runs())
@@ -179,10 +183,14 @@ def fit_and_report(space: StudySpace, args: argparse.Namespace, paths: StudyPath
     return report_study(tracker, paths, outcome)
 
 
+class DiskFull(RuntimeError):
+    """The results folder's disk filled up: said in one line once Ray is down (its workers' last logs come first)."""
+
+
 def end_after(exc: BaseException, tracker: StudyTracker, lock: DriverLock, paths: StudyPaths,
-              min_free_mb: float) -> int:
+              min_free_mb: float) -> NoReturn:
     """A study that ends in an exception leaves no run RUNNING and none FINISHED. A full disk (the reserve freed
-    to make room for closing the runs) ends in one line and exit 1; anything else is raised again."""
+    to make room for closing the runs) becomes DiskFull; anything else is raised again."""
     full = disk_full(exc)
     if full:
         lock.free_reserve()
@@ -194,9 +202,8 @@ def end_after(exc: BaseException, tracker: StudyTracker, lock: DriverLock, paths
             raise
     if not full:
         raise exc
-    print(f"error: the disk of --results-dir {paths.results_dir} is full ({full}): free space (a study needs at "
-          f"least --min-free-mb {min_free_mb:g} MB) and continue it with --resume", file=sys.stderr)
-    return EXIT_FAILED
+    raise DiskFull(f"the disk of --results-dir {paths.results_dir} is full ({full}): free space (a study needs at "
+                   f"least --min-free-mb {min_free_mb:g} MB) and continue it with --resume") from exc
 
 
 def connect_ray(address: str | None, resources: Resources) -> None:
