@@ -18,7 +18,7 @@ from reidmodel.checkpoint import CYCLES
 from study import tables
 from study.spaces import table_column
 from study.tables import Table, parse_tables
-from study.tracking import TAG_PARENT, TAG_ROLE, TAG_TRIAL, find_experiment_id, logged_space
+from study.tracking import TAG_PARENT, TAG_TRIAL, find_experiment_id, latest_parent, logged_space
 
 OBJECTIVE = "target_mAP"
 
@@ -27,11 +27,9 @@ def load_runs(client: MlflowClient, study_name: str, tracking_uri: str) -> tuple
     """The latest parent run (a Run: publish_report and the header read its status and tags) and the frame of
     its trial runs, one search each."""
     experiment_id = find_experiment_id(client, study_name, tracking_uri, create=False)
-    parents = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
-                                 order_by=["attributes.start_time DESC"], max_results=1)
-    if not parents:
+    parent = latest_parent(client, experiment_id)
+    if parent is None:
         raise ValueError(f"study {study_name!r} has no parent run at {tracking_uri}; run it with study.run first")
-    parent = parents[0]
     mlflow.set_tracking_uri(tracking_uri)  # mlflow.search_runs reads the process's tracking URI
     children = mlflow.search_runs(experiment_ids=[experiment_id], output_format="pandas",
                                   filter_string=f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'",
