@@ -244,7 +244,8 @@ class SpaceFile(Settings):
             name = needed[1]
             raise ValueError(f"search metric {name!r} reads target labels ({METRICS[name].target_labels}): declare "
                              f"selection: {needed[0]} in the space to choose on them (its reports say so), or "
-                             f"optimise a label-free metric: {', '.join(label_free_metric_names())}")
+                             "optimise a label-free metric: "
+                             + ", ".join(n for n in label_free_metric_names() if METRICS[n].better is not None))
         return self
 
     @model_validator(mode="after")

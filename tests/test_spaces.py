@@ -321,6 +321,7 @@ def test_choosing_on_target_labels_is_refused_unless_declared(tmp_path, text, me
     label_free = message.split("optimise a label-free metric: ")[1].split(", ")
     assert {"snd", "class_ami", "info_max", "bnm", "ula_noise_fraction", "source_mAP"} <= set(label_free)
     assert not {"target_mAP", "target_val_mAP", "ula_nmi", "ula_precision"} & set(label_free)
+    assert not {"cycle", "time_s", "ula_num_clusters"} & set(label_free)  # no direction: nothing to optimise
     declared = re.sub(r"^selection: \w+\n", "", text, flags=re.M) + f"selection: {needed}\n"
     assert load_space(write(tmp_path, declared)).selection == needed
 
@@ -348,3 +349,9 @@ def test_a_study_logged_before_the_selection_key_reads_as_what_its_metrics_neede
     assert selection_of(logged) == "oracle"
     assert selection_of({**logged, "search": {"metric": "bnm"}}) == "label_free"
     assert selection_of({"kind": "grid", "selection": "oracle"}) == "oracle"  # a confirmation carries its search's
+
+
+def test_the_label_free_search_inherits_the_hpo_space_and_chooses_without_target_labels():
+    space, oracle = load_space("hpo-labelfree"), load_space("hpo")
+    assert (space.selection, space.search.metric, space.scheduler.type) == ("label_free", "info_max", "asha")
+    assert space.params == oracle.params and space.fixed == oracle.fixed and oracle.selection == "oracle"
