@@ -50,7 +50,6 @@ class DriverLock:
 
     def hold_reserve(self) -> None:
         with contextlib.suppress(OSError), open(self.reserve, "wb") as handle:
-            handle.truncate(0)
             handle.write(b"\0" * RESERVE_BYTES)
 
     def free_reserve(self) -> None:

@@ -157,6 +157,10 @@ def run_study(space: StudySpace, args: argparse.Namespace, paths: StudyPaths, lo
         with store_lock(paths.results_dir):  # the first start creates the SQLite stores: one driver at a time
             tracker = StudyTracker(paths.tracking_uri, paths.name)
             tracker.start(space.model_dump(mode="json"), _cli_dict(args), resume=args.resume)
+            if paths.optuna_storage:  # a search's Optuna database, whose schema creation races the same way
+                import optuna
+
+                optuna.storages.RDBStorage(paths.optuna_storage)
         try:
             return fit_and_report(space, args, paths, tracker)
         except BaseException as exc:
