@@ -10,6 +10,12 @@ Where the search varied the adaptation budget (cycles, epochs per cycle, learnin
 paper default at the searched best's budget, so that the table separates better settings from a bigger budget.
 ``--synthetic-seed N`` confirms on a fresh draw of the synthetic benchmark (new identities, same two domains:
 ``data.synthetic_seed``), data the search never saw, in ``<study>-confirm-synthetic<N>``.
+
+``--beside OTHER`` retrains the best of a second search of the same direction and draw in the same grid, each
+pick named by how it was selected ("label-free best", "oracle best"), each with the paper default at its budget:
+a label-free search confirmed head to head with the oracle search it should come close to. OTHER is a search
+study, or the confirmation space study.confirm wrote for one (``results/spaces/<other>-confirm.yaml``), which
+holds its best setting where the search's runs are no longer in the store.
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from study.paths import CONFIRM_SPACES_DIR, StudyPaths
 from study.spaces import (
+    SELECTIONS,
     SpaceError,
     SpaceFile,
     check_overrides,
@@ -49,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=3, help="how many fresh seeds (default 3)")
     parser.add_argument("--synthetic-seed", type=int, help="confirm on a fresh draw of the synthetic benchmark "
                         "generated from this data.synthetic_seed (one the search did not use)")
+    parser.add_argument("--beside", help="also confirm the best of this search (same direction and draw) in the "
+                        "same grid: a search study, or the confirmation space study.confirm wrote for it")
     parser.add_argument("--name", help="confirmation study name (default: STUDY-confirm, or STUDY-confirm-"
                         "syntheticN with --synthetic-seed N; the search's report shows those named STUDY-confirm*)")
     parser.add_argument("--results-dir", default="results", help="as for study.run (default: results)")
@@ -69,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.seeds < 1:
             raise SpaceError(f"--seeds {args.seeds} is out of range: pass how many fresh seeds, e.g. --seeds 3")
-        space = confirmation_space(args.study, paths.tracking_uri, args.seeds, paths.name, args.synthetic_seed)
+        space = confirmation_space(args.study, paths.tracking_uri, args.seeds, paths.name, args.synthetic_seed,
+                                   args.beside)
     except (SpaceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -77,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         space_file.parent.mkdir(parents=True, exist_ok=True)
         flag = "" if args.synthetic_seed is None else f" --synthetic-seed {args.synthetic_seed}"
+        flag += f" --beside {args.beside} --name {paths.name}" if args.beside else ""
         space_file.write_text(f"# Written by python -m study.confirm --study {args.study} --seeds {args.seeds}{flag}\n"
                               + yaml.dump(space.model_dump(mode="json", exclude_defaults=True), Dumper=_PlainDumper,
                                           sort_keys=False))
@@ -98,39 +111,114 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
+@dataclass(frozen=True)
+class Pick:
+    """A search's best setting and how it was chosen: what a confirmation grid retrains."""
+
+    study: str
+    selection: str  # label_free / validation / oracle: what of the target's labels chose it
+    settings: dict[str, Any]  # overrides over the grid's fixed settings and direction
+    budget: dict[str, Any]  # its adaptation budget, where the search varied it and it differs from the default's
+    label: str  # the best trial's run name
+    found: str  # how good it looked in the search, e.g. "final target_mAP 82.77 on seed(s) [0]"
+    used: frozenset[int] = frozenset()  # the seeds it was searched on: a confirmation must not use them
+
+
 def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str,
-                       synthetic_seed: int | None = None) -> SpaceFile:
-    """The grid (a validated space file) that retrains the search's best trial beside its references."""
+                       synthetic_seed: int | None = None, beside: str | None = None) -> SpaceFile:
+    """The grid (a validated space file) that retrains the search's best trial (and the best of the search
+    beside it) next to the references."""
+    pick, space = search_pick(study, tracking_uri)
+    picks, fixed = [pick], {**(space.get("fixed") or {}), **fresh_draw(study, space, synthetic_seed)}
+    if beside:
+        picks.append(beside_pick(beside, tracking_uri, space, fixed, synthetic_seed))
+    used = set().union(*(p.used for p in picks))
+    seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
+    if beside and beside.endswith((".yaml", ".yml")):
+        check_committed_seeds(beside, seeds[:num_seeds])
+    on = "fresh seeds" + ("" if synthetic_seed is None else
+                          f" and a fresh draw of the synthetic benchmark (data.synthetic_seed={synthetic_seed})")
+    found = " beside ".join(f"the best trial of {p.study} ({p.label}, {p.found})" for p in picks)
+    return SpaceFile.model_validate({
+        "name": name,
+        "description": f"{found[0].upper()}{found[1:]}, against the paper default and the supervised upper bound, "
+                       f"on {on}",
+        "kind": "grid",
+        "selection": max((p.selection for p in picks), key=SELECTIONS.index),  # as the most label-reading pick
+        "preset": space["preset"],
+        "directions": [space["directions"][0]],
+        "seeds": seeds[:num_seeds],
+        "fixed": fixed,
+        "variants": confirmation_variants(picks, space["directions"][0], space["preset"]),
+        "tables": [confirmation_table(picks, on)],
+        "scheduler": {"type": "none"},
+        "resources": space.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    })
+
+
+def search_pick(study: str, tracking_uri: str) -> tuple[Pick, dict[str, Any]]:
+    """The best trial of a finished search study and the space it ran."""
     from study.report.load import LoadedStudy
 
     searched = LoadedStudy.load(study, tracking_uri)
     if searched.space.get("kind") != "search":
         raise SpaceError(f"study {study!r} is a {searched.space.get('kind', 'unknown')} study: confirm a search study")
-    best, best_value = best_trial(searched)
+    best, metric, value = best_trial(searched)
     space, best_flat = searched.space, trial_config_flat(best)
-    direction, preset_name, fixed = space["directions"][0], space["preset"], dict(space.get("fixed") or {})
-    best_set = config_diff(best_flat, fixed, preset_name, direction)
-    budget = searched_budget(best_flat, space)
     used = set(searched.trials["seed"].dropna().astype(int))
-    seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
-    on = "fresh seeds" + ("" if synthetic_seed is None else
-                          f" and a fresh draw of the synthetic benchmark (data.synthetic_seed={synthetic_seed})")
-    return SpaceFile.model_validate({
-        "name": name,
-        "description": (f"The best trial of {study} ({best['tags.mlflow.runName']}, final target mAP "
-                        f"{best_value:.2f} on seed(s) {sorted(used)}) against the paper default and the "
-                        f"supervised upper bound, on {on}"),
-        "kind": "grid",
-        "selection": selection_of(space),  # the searched best was chosen as the search chose it
-        "preset": preset_name,
-        "directions": [direction],
-        "seeds": seeds[:num_seeds],
-        "fixed": {**fixed, **fresh_draw(study, space, synthetic_seed)},
-        "variants": confirmation_variants(best_set, direction, preset_name, budget),
-        "tables": [confirmation_table(study, best["tags.mlflow.runName"], bool(budget), on)],
-        "scheduler": {"type": "none"},
-        "resources": space.get("resources") or {"cpus_per_trial": 1, "gpus_per_trial": 0},
-    })
+    settings = config_diff(best_flat, dict(space.get("fixed") or {}), space["preset"], space["directions"][0])
+    return Pick(study, selection_of(space), settings, searched_budget(best_flat, space), best["tags.mlflow.runName"],
+                f"final {metric} {value:.2f} on seed(s) {sorted(used)}", frozenset(used)), space
+
+
+def beside_pick(beside: str, tracking_uri: str, space: dict[str, Any], fixed: dict[str, Any],
+                synthetic_seed: int | None) -> Pick:
+    """The pick of the search confirmed beside: refused in one line unless it searched the same direction, preset
+    and fixed settings (the same draw), or where it chose as the first search did."""
+    if beside.endswith((".yaml", ".yml")):
+        pick, its_space = committed_pick(Path(beside))
+        its_fixed = its_space.get("fixed") or {}
+    else:
+        pick, its_space = search_pick(beside, tracking_uri)
+        its_fixed = {**(its_space.get("fixed") or {}), **fresh_draw(beside, its_space, synthetic_seed)}
+    for what, mine, its in (("direction", space["directions"][0], its_space["directions"][0]),
+                            ("preset", space["preset"], its_space["preset"]), ("fixed settings", fixed, its_fixed)):
+        if json.dumps(mine, sort_keys=True) != json.dumps(its, sort_keys=True):
+            raise SpaceError(f"--beside {beside}: its {what} ({its}) differ from the first search's ({mine}): "
+                             "confirm side by side only searches of the same space and data")
+    if pick.selection == selection_of(space):
+        raise SpaceError(f"--beside {beside}: both searches chose by {pick.selection}: confirm each on its own")
+    return pick
+
+
+def committed_pick(path: Path) -> tuple[Pick, dict[str, Any]]:
+    """The searched best of a confirmation space study.confirm wrote: a search whose runs are gone still has its
+    best setting there."""
+    where = f"--beside {path}"
+    if not path.is_file():
+        raise SpaceError(f"{where}: no such file: pass a search study or results/spaces/<study>-confirm.yaml")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict) or "searched best" not in {v.get("name") for v in raw.get("variants") or []}:
+        raise SpaceError(f"{where}: not a confirmation space study.confirm wrote: pass a search study or "
+                         "results/spaces/<study>-confirm.yaml")
+    if "selection" not in raw:
+        raise SpaceError(f"{where} declares no selection: add what its search chose by, e.g. 'selection: oracle'")
+    variants = {v["name"]: v["set"] for v in raw["variants"]}
+    best = variants["searched best"]
+    budget = {key: best[key] for key in BUDGET_KEYS if key in best}
+    row = next(r for r in raw["tables"][0]["rows"] if r["variant"] == "searched best")
+    label = row["label"].removeprefix("searched best (").removesuffix(")")
+    study = raw["name"].removesuffix("-confirm")
+    pick = Pick(study, raw["selection"], best, budget, label, f"as confirmed in {path.name}")
+    return pick, raw
+
+
+def check_committed_seeds(path: str, seeds: list[int]) -> None:
+    """Its search's seeds are not in a confirmation space, but the seeds it confirmed on were fresh to it."""
+    confirmed = yaml.safe_load(Path(path).read_text()).get("seeds") or []
+    if not set(seeds) <= set(confirmed):
+        raise SpaceError(f"--beside {path}: it confirmed on seeds {confirmed}, not all of {seeds}: pass --seeds "
+                         f"{len(confirmed)} or fewer")
 
 
 def fresh_draw(study: str, space: dict[str, Any], synthetic_seed: int | None) -> dict[str, Any]:
@@ -165,54 +253,73 @@ def searched_budget(best_flat: dict[str, Any], space: dict[str, Any]) -> dict[st
             if key in (space.get("params") or {}) and json.dumps(best_flat[key]) != json.dumps(paper[key])}
 
 
-def confirmation_variants(best_set: dict[str, Any], direction: str, preset_name: str = "cpu",
-                          budget: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The paper default (and, given a searched budget, the paper default at that budget), the searched best and
-    the supervised-on-target upper bound, as grid variants."""
+def confirmation_variants(picks: list[Pick], direction: str, preset_name: str = "cpu") -> list[dict[str, Any]]:
+    """The paper default; per pick, the paper default at its budget (where it has one) and the pick; the
+    supervised-on-target upper bound: as grid variants."""
     paper_set = paper_default_set(preset_name)
     target = direction.split("->")[1].strip()
     supervised_set = {**paper_set, "data.source": target, "adapt.cycles": 0, "ula.enabled": False}
-    return [
-        {"name": "paper default", "set": paper_set},
-        *([{"name": AT_BUDGET, "set": {**paper_set, **budget}}] if budget else []),
-        {"name": "searched best", "set": best_set},
-        {"name": "supervised on target", "set": supervised_set},
-    ]
+    variants = [{"name": "paper default", "set": paper_set}]
+    for index, pick in enumerate(picks):
+        best, at_budget = variant_names(pick, len(picks))
+        own_row = budget_variant(picks, index) == at_budget
+        variants += [{"name": at_budget, "set": {**paper_set, **pick.budget}}] if own_row else []
+        variants.append({"name": best, "set": pick.settings})
+    return [*variants, {"name": "supervised on target", "set": supervised_set}]
 
 
-def confirmation_table(study: str, best_run_name: str, at_budget: bool = False,
-                       on: str = "fresh seeds") -> dict[str, Any]:
-    """The report table: each row against the paper default, with the claims that the search paid off (and,
-    with the budget row, that it did beyond its budget)."""
-    budget_row = {"variant": AT_BUDGET, "label": f"{AT_BUDGET} (its cycles, epochs per cycle and lr)",
-                  "reference": "paper default"}
-    budget_claim = {"text": "The searched settings beat the paper default at the same budget",
-                    "variant": "searched best", "over": AT_BUDGET}
+def variant_names(pick: Pick, num_picks: int) -> tuple[str, str]:
+    """The pick's variant and its budget row's: 'searched best' alone, named by its selection beside another."""
+    if num_picks == 1:
+        return "searched best", AT_BUDGET
+    chosen = pick.selection.replace("_", "-")
+    return f"{chosen} best", f"paper default at the {chosen} budget"
+
+
+def budget_variant(picks: list[Pick], index: int) -> str | None:
+    """The row that runs the paper default at this pick's budget: its own, or an earlier pick's with the same
+    budget (a grid runs each setting once); None without a searched budget."""
+    if not picks[index].budget:
+        return None
+    first = next(i for i, pick in enumerate(picks) if pick.budget == picks[index].budget)
+    return variant_names(picks[first], len(picks))[1]
+
+
+def confirmation_table(picks: list[Pick], on: str = "fresh seeds") -> dict[str, Any]:
+    """The report table: each row against the paper default, with the claims that each search paid off (and,
+    with a budget row, that it did beyond its budget) and, for two picks, which was better."""
+    rows = [{"variant": "paper default", "label": f"paper default ({PAPER_DEFAULT_VARIANT} of the ablation)"}]
+    claims, names = [], [variant_names(pick, len(picks))[0] for pick in picks]
+    for index, pick in enumerate(picks):
+        best, at_budget = variant_names(pick, len(picks))
+        who = "The searched setting" if len(picks) == 1 else f"The {best.removesuffix(' best')} pick"
+        if pick.budget and budget_variant(picks, index) == at_budget:
+            rows.append({"variant": at_budget, "label": f"{at_budget} (its cycles, epochs per cycle and lr)",
+                         "reference": "paper default"})
+        rows.append({"variant": best, "label": f"{best} ({pick.label})" if len(picks) == 1 else
+                     f"{best}: {pick.study}'s pick ({pick.label})", "reference": "paper default"})
+        claims.append({"text": f"{who} beats the paper default", "variant": best, "over": "paper default"})
+        claims += [{**claims[-1], "margin": GOAL_MAP}] if len(picks) == 1 else []
+        claims += [{"text": f"{who} beats the paper default at the same budget", "variant": best,
+                    "over": budget_variant(picks, index)}] if pick.budget else []
+    if len(picks) == 2:
+        claims.append({"text": f"The {names[1].removesuffix(' best')} pick beats the "
+                               f"{names[0].removesuffix(' best')} pick", "variant": names[1], "over": names[0]})
+    rows.append({"variant": "supervised on target", "label": "supervised on target (upper bound)",
+                 "reference": "paper default"})
     return {
         "id": "confirmation",
-        "title": f"Confirmation of {study} on {on} (each row against the paper default)",
+        "title": f"Confirmation of {' beside '.join(p.study for p in picks)} on {on} (each row against the paper "
+                 "default)",
         "metrics": ["R1", "mAP"],
-        "rows": [
-            {"variant": "paper default", "label": f"paper default ({PAPER_DEFAULT_VARIANT} of the ablation)"},
-            *([budget_row] if at_budget else []),
-            {"variant": "searched best", "label": f"searched best ({best_run_name})",
-             "reference": "paper default"},
-            {"variant": "supervised on target", "label": "supervised on target (upper bound)",
-             "reference": "paper default"},
-        ],
-        "claims": [
-            {"text": "The searched setting beats the paper default", "variant": "searched best",
-             "over": "paper default"},
-            {"text": "The searched setting beats the paper default", "variant": "searched best",
-             "over": "paper default", "margin": GOAL_MAP},
-            *([budget_claim] if at_budget else []),
-        ],
+        "rows": rows,
+        "claims": claims,
     }
 
 
-def best_trial(searched) -> tuple[pd.Series, float]:
+def best_trial(searched) -> tuple[pd.Series, str, float]:
     """The run (a row of the search's runs frame) of the finished trial (all cycles reached) with the best
-    final value of the first objective, and that value."""
+    final value of the first objective, that objective and the value."""
     from study.report.load import final_values
 
     search = searched.space.get("search", {})
@@ -223,7 +330,7 @@ def best_trial(searched) -> tuple[pd.Series, float]:
     if last is None or last[metric].isna().all():
         raise SpaceError("no trial of this study finished all its cycles: nothing to confirm")
     row = last.loc[last[metric].idxmax() if objective["mode"] == "max" else last[metric].idxmin()]
-    return searched.children.set_index("run_id").loc[row["run_id"]], float(row[metric])
+    return searched.children.set_index("run_id").loc[row["run_id"]], metric, float(row[metric])
 
 
 def trial_config_flat(run: pd.Series) -> dict[str, Any]:

@@ -5,9 +5,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+import yaml
 
 from study.confirm import (
     AT_BUDGET,
+    Pick,
     confirmation_space,
     confirmation_table,
     confirmation_variants,
@@ -98,12 +100,16 @@ def test_the_search_report_shows_its_confirmation(confirmed):
 
 
 def test_a_paper_preset_searchs_default_is_the_paper_preset_whatever_the_search_fixed():
-    variants = confirmation_variants({"ula.eps": 0.55}, "dukemtmc->market1501", "paper")
+    variants = confirmation_variants([pick({"ula.eps": 0.55})], "dukemtmc->market1501", "paper")
     default = {v["name"]: v["set"] for v in variants}["paper default"]
     # hpo-modern fixes ula.distance=jaccard and k1 30: the reference row must undo that.
     assert (default["ula.distance"], default["ula.eps"], default["ula.k1"], default["adapt.lr"]) == (
         "euclidean", 1.0, 20, 1e-7)
     assert not any(key.startswith(("data.", "runtime.")) for key in default)  # the study's data and devices stay
+
+
+def pick(settings: dict, budget: dict | None = None, selection: str = "oracle", study: str = "hpo-d2m") -> Pick:
+    return Pick(study, selection, settings, budget or {}, "trial 7", "final target_mAP 31.00 on seed(s) [0]")
 
 
 def hpo_space(**changes) -> dict:
@@ -129,16 +135,16 @@ def test_the_budget_row_takes_the_searched_budget_where_it_differs_from_the_pape
 
 def test_the_paper_default_at_the_searched_budget_is_a_row_with_its_claim():
     budget = {"adapt.cycles": 8, "adapt.lr": 8e-4}
-    variants = confirmation_variants({"ula.eps": 0.55, **budget}, "synthetic_duke->synthetic_market", "cpu", budget)
+    variants = confirmation_variants([pick({"ula.eps": 0.55, **budget}, budget)], "synthetic_duke->synthetic_market")
     assert [v["name"] for v in variants] == ["paper default", AT_BUDGET, "searched best", "supervised on target"]
     assert variants[1]["set"] == {**paper_default_set("cpu"), **budget}
-    table = confirmation_table("hpo-d2m", "trial 7", at_budget=True)
+    table = confirmation_table([pick({"ula.eps": 0.55, **budget}, budget)])
     assert [row["variant"] for row in table["rows"]] == [v["name"] for v in variants]
-    assert {"text": "The searched settings beat the paper default at the same budget", "variant": "searched best",
+    assert {"text": "The searched setting beats the paper default at the same budget", "variant": "searched best",
             "over": AT_BUDGET} in table["claims"]
     SpaceFile.model_validate({"kind": "grid", "variants": variants, "tables": [table]})  # a grid that runs
-    assert len(confirmation_variants({"ula.eps": 0.55}, "synthetic_duke->synthetic_market")) == 3
-    assert AT_BUDGET not in str(confirmation_table("hpo-d2m", "trial 7"))
+    assert len(confirmation_variants([pick({"ula.eps": 0.55})], "synthetic_duke->synthetic_market")) == 3
+    assert AT_BUDGET not in str(confirmation_table([pick({"ula.eps": 0.55})]))
 
 
 @pytest.mark.parametrize("space, seed, message", [
@@ -173,3 +179,82 @@ def test_a_confirmation_on_a_fresh_draw_keeps_the_searchs_selection_and_sets_the
     assert "data.synthetic_seed" not in variants["searched best"] and variants["searched best"]["ula.eps"] == 0.55
     assert "fresh draw of the synthetic benchmark (data.synthetic_seed=7)" in space.tables[0].title
     assert "trial b" in space.description  # the best by final target mAP
+
+
+def fake_search(monkeypatch, studies: dict, *budgets: dict) -> None:
+    """LoadedStudy.load answers these hand-made searches: the best trials ran at eps 0.55 and these budgets, the
+    first read the first (the last one read serves the rest)."""
+    import study.confirm
+    import study.report.load
+
+    trials = pd.DataFrame({"trial": ["a", "b"], "run_id": ["ra", "rb"], "outcome": ["finished"] * 2, "seed": [0, 0]})
+    cycles = pd.DataFrame({"trial": ["a", "b"], "cycle": [3, 8], "target_mAP": [20.0, 31.0], "info_max": [5.0, 4.0]})
+    children = pd.DataFrame({"run_id": ["ra", "rb"], "tags.mlflow.runName": ["trial a", "trial b"]})
+    monkeypatch.setattr(study.report.load.LoadedStudy, "load", lambda name, uri: SimpleNamespace(
+        space=studies[name], trials=trials, cycles=cycles, children=children))
+    queue = list(budgets)
+    monkeypatch.setattr(study.confirm, "trial_config_flat",
+                        lambda run: searched_flat(**(queue.pop(0) if len(queue) > 1 else queue[0])))
+
+
+def labelfree_space(**changes) -> dict:
+    return {**hpo_space(), "selection": "label_free", "search": {"metric": "info_max", "mode": "max"}, **changes}
+
+
+def test_a_label_free_search_is_confirmed_beside_its_oracle_search_with_each_budget_row(monkeypatch):
+    budget = {"adapt.cycles": 8, "adapt.cycle_epochs": 4, "adapt.lr": 8e-4}
+    fake_search(monkeypatch, {"lf": labelfree_space(), "hpo-d2m": hpo_space()}, budget, {"adapt.cycles": 3})
+    space = confirmation_space("lf", "sqlite:///x.db", 3, "lf-vs-oracle", beside="hpo-d2m")
+    assert [v.name for v in space.variants] == [
+        "paper default", "paper default at the label-free budget", "label-free best",
+        "paper default at the oracle budget", "oracle best", "supervised on target"]
+    assert space.selection == "oracle" and space.seeds == [100, 101, 102]  # marked as its most label-reading pick
+    assert "trial a, final info_max 5.00" in space.description  # the label-free pick is its validator's best
+    assert "trial b, final target_mAP 31.00" in space.description
+    claims = {(c.variant, c.over) for c in space.tables[0].claims}
+    assert ("oracle best", "label-free best") in claims and ("label-free best", "paper default") in claims
+    assert ("oracle best", "paper default at the oracle budget") in claims
+
+
+def test_two_picks_with_one_budget_share_its_row():
+    budget = {"adapt.cycles": 8}
+    picks = [pick({"ula.eps": 0.55, **budget}, budget, "label_free"), pick({"ula.eps": 0.3, **budget}, budget)]
+    variants = confirmation_variants(picks, "synthetic_duke->synthetic_market")
+    assert [v["name"] for v in variants].count("paper default at the oracle budget") == 0
+    claims = {(c["variant"], c["over"]) for c in confirmation_table(picks)["claims"]}
+    assert ("oracle best", "paper default at the label-free budget") in claims
+
+
+def test_a_committed_confirmation_space_serves_as_the_oracle_pick_where_its_runs_are_gone(monkeypatch, tmp_path):
+    budget = {"adapt.cycles": 8, "adapt.lr": 8e-4}
+    fake_search(monkeypatch, {"lf": labelfree_space()}, {"adapt.cycles": 3})
+    committed = tmp_path / "hpo-d2m-confirm.yaml"
+    oracle = confirmation_space("lf", "sqlite:///x.db", 3, "hpo-d2m-confirm").model_dump(mode="json")
+    fake_search(monkeypatch, {"lf": labelfree_space()}, budget)
+    committed.write_text(yaml.safe_dump({**oracle, "selection": "oracle"}))
+    space = confirmation_space("lf", "sqlite:///x.db", 3, "lf-vs-oracle", beside=str(committed))
+    variants = {v.name: v.set for v in space.variants}
+    assert variants["oracle best"]["adapt.cycles"] == 3 and "hpo-d2m's pick (trial a" in str(space.tables)
+    assert variants["label-free best"]["adapt.cycles"] == 8
+    assert variants["paper default at the oracle budget"] == {**paper_default_set("cpu"), "adapt.cycles": 3}
+    assert variants["paper default at the label-free budget"] == {**paper_default_set("cpu"), **budget}
+    committed.write_text(yaml.safe_dump({**oracle, "selection": "oracle", "seeds": [100, 101]}))
+    with pytest.raises(SpaceError, match="it confirmed on seeds \\[100, 101\\], not all of .*: pass --seeds 2 or fewer"):
+        confirmation_space("lf", "sqlite:///x.db", 3, "lf-vs-oracle", beside=str(committed))
+    committed.write_text(yaml.safe_dump({k: v for k, v in oracle.items() if k != "selection"}))
+    with pytest.raises(SpaceError, match="declares no selection: add what its search chose by"):
+        confirmation_space("lf", "sqlite:///x.db", 3, "lf-vs-oracle", beside=str(committed))
+
+
+@pytest.mark.parametrize("other, message", [
+    (labelfree_space(), "both searches chose by label_free: confirm each on its own"),
+    (hpo_space(directions=["synthetic_market->synthetic_duke"]), "its direction (synthetic_market->synthetic_duke) "
+     "differ from the first search's (synthetic_duke->synthetic_market)"),
+    (hpo_space(fixed={**hpo_space()["fixed"], "data.synthetic_seed": 7}), "its fixed settings"),
+])
+def test_a_search_beside_is_refused_in_one_line_unless_same_space_and_data_and_other_selection(
+        monkeypatch, other, message):
+    fake_search(monkeypatch, {"lf": labelfree_space(), "other": other}, {}, {"adapt.cycles": 3})
+    with pytest.raises(SpaceError) as refused:
+        confirmation_space("lf", "sqlite:///x.db", 3, "x", beside="other")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
