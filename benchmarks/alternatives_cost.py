@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import load_average, machine
+from benchmarks.common import load_average, machine, write_section
 from reidmodel.checkpoint import load_cycle
 from reidmodel.config import ExperimentConfig, apply_overrides
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     section = report(rows, full, pretrain_seconds, len(space.trials()), command, (load_before, load_average()),
                      args)
     print(section)
-    write_section(args.out, section)
+    write_section(args.out, HEADING, section)
     return 0
 
 
@@ -139,19 +139,3 @@ def grid_estimate(rows: list[dict], full: dict, pretrain_seconds, trials: int) -
     repeats = trials // len(rows)
     pretraining = (pretrain_seconds or 0.0) * repeats
     return (pretraining + per_repeat * repeats) / 2
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of the file (up to the next '## ' heading), or append it."""
-    text = path.read_text() if path.exists() else ""
-    start = text.find(HEADING)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
-    path.write_text(text)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

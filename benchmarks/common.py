@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -206,3 +207,27 @@ def load_average() -> str:
             return " ".join(handle.read().split()[:3])
     except OSError:
         return "unknown"
+
+
+def section_of(text: str, heading: str) -> str | None:
+    """The section under ``heading`` (up to the next '## ' heading), or None."""
+    start = text.find(heading)
+    if start < 0:
+        return None
+    end = text.find("\n## ", start + len(heading))
+    return text[start:] if end < 0 else text[start:end + 1]
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Replace the section under ``heading`` in ``path``, or add it before the correctness comparisons (or at
+    the end): a benchmark run on its own owns one section of results/benchmarks.md and keeps the others."""
+    text = path.read_text() if path.exists() else ""
+    section = section.rstrip("\n") + "\n"
+    old = section_of(text, heading)
+    if old is not None:
+        text = text.replace(old, section + ("" if text.endswith(old) else "\n"), 1)
+    elif "## Correctness comparisons" in text:
+        text = text.replace("## Correctness comparisons", section + "\n## Correctness comparisons", 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -23,10 +23,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks import data_throughput, paper_cost, scale, studies, synthetic_benchmark, training
-from benchmarks.common import in_child, load_average, machine
+from benchmarks import (
+    alternatives_cost,
+    data_throughput,
+    paper_cost,
+    scale,
+    studies,
+    synthetic_benchmark,
+    training,
+)
+from benchmarks import validators as validators_cost
+from benchmarks.common import in_child, load_average, machine, section_of, write_section
 
 PARTS = ("evaluation", "clustering", "rerank", "growth", "training", "studies", "data", "synthetic", "paper")
+# Sections of the report that benchmarks run on their own write; a run of this suite keeps them as they are.
+STANDALONE = (validators_cost.SECTION, alternatives_cost.HEADING)
 QUICK_SKIPS = ("data", "synthetic", "paper")  # whole epochs, whole experiments, ResNet-50 steps: no small version
 
 
@@ -86,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         if "growth" in results:
             scale.plot_growth(results["growth"]["rows"], out.parent / "benchmark_growth.png")
+        kept = [section_of(out.read_text(), heading) if out.exists() else None for heading in STANDALONE]
         out.write_text(text)
+        for heading, section in zip(STANDALONE, kept, strict=True):
+            if section is not None:  # a section another benchmark writes: this run does not measure it
+                write_section(out, heading, section)
         print(f"written: {out}")
     failed = [name for name, passed, _ in ctx.checks if not passed]
     if failed:

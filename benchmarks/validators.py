@@ -13,7 +13,6 @@ real training throughput that fine-tuning runs at (benchmarks/training.py), over
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 from datetime import datetime, timezone
@@ -23,7 +22,15 @@ import numpy as np
 import torch
 
 from benchmarks import training
-from benchmarks.common import MARKET_TRAIN, in_child, load_average, machine, timed, train_features
+from benchmarks.common import (
+    MARKET_TRAIN,
+    in_child,
+    load_average,
+    machine,
+    timed,
+    train_features,
+    write_section,
+)
 from reidmodel.config import ULAConfig, preset
 from reidmodel.model import build_model
 from reidmodel.ula import label_adaptation
@@ -137,19 +144,6 @@ def section(found: dict, header: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this section in ``path`` (up to the next '## ' heading), or insert it before the correctness
-    comparisons when it is not there yet."""
-    report = path.read_text()
-    pattern = re.compile(re.escape(SECTION) + r".*?(?=^## )", re.DOTALL | re.MULTILINE)
-    if pattern.search(report):
-        report = pattern.sub(lambda _: text + "\n", report)
-    else:
-        anchor = "## Correctness comparisons"
-        report = report.replace(anchor, text + "\n" + anchor) if anchor in report else report + "\n" + text
-    path.write_text(report)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, printed only")
@@ -165,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(measure(args.quick, args.samples, args.repeats, args.threads), header)
     print(text)
     if not args.quick:
-        write_section(args.out, text)
+        write_section(args.out, SECTION, text)
         print(f"written: {args.out}")
     return 0
 

@@ -34,9 +34,7 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
-    MAX_METRICS_PER_BATCH,
     MAX_PARAM_VAL_LENGTH,
-    MAX_PARAMS_TAGS_PER_BATCH,
     MAX_TAG_VAL_LENGTH,
 )
 from ray.tune.logger import LoggerCallback  # noqa: E402
@@ -268,8 +266,7 @@ class TrialLogger(LoggerCallback):
         timestamp = int(time.time() * 1000)
         entries = [Metric(key, float(value), timestamp, step) for key, value in result.items()
                    if key in METRICS and _is_number(value)]
-        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_batch(run_id, metrics=entries)  # MLflow's client splits it into batches it accepts
         log_params_and_tags(self.client, run_id, {}, {key: result[key] for key in RESULT_TAGS if key in result})
 
     def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
@@ -285,8 +282,7 @@ class TrialLogger(LoggerCallback):
         timestamp = int(time.time() * 1000)
         entries = [Metric(f"{HISTORY_PREFIX}{column}", value, timestamp, step)
                    for step, row in enumerate(rows) if step >= logged for column, value in row.items()]
-        for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_batch(run_id, metrics=entries)
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
         """FAILED with the trial's error once Ray gives up on it; otherwise FINISHED, or KILLED with who stopped
@@ -371,11 +367,6 @@ def logged_params(params: dict) -> dict[str, str]:
     return {key[:MAX_ENTITY_KEY_LENGTH]: _param_value(value) for key, value in params.items()}
 
 
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _is_number(value) -> bool:
     """Python and numpy scalars (bools count as 0/1), except NaN."""
     return isinstance(value, numbers.Real) and not math.isnan(float(value))
@@ -394,7 +385,4 @@ def log_params_and_tags(client: MlflowClient, run_id: str, params: dict, tags: d
     param_entries = [Param(key, value) for key, value in logged_params(params).items() if key not in logged]
     tag_entries = [RunTag(key[:MAX_ENTITY_KEY_LENGTH], str(value)[:MAX_TAG_VAL_LENGTH]) for key, value in tags.items()
                    if value is not None]
-    for chunk in _chunks(param_entries, MAX_PARAMS_TAGS_PER_BATCH):
-        client.log_batch(run_id, params=chunk)
-    for chunk in _chunks(tag_entries, MAX_PARAMS_TAGS_PER_BATCH):
-        client.log_batch(run_id, tags=chunk)
+    client.log_batch(run_id, params=param_entries, tags=tag_entries)

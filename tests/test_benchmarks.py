@@ -15,6 +15,8 @@ pytestmark = pytest.mark.slow
 def test_quick_suite_comparisons_hold(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "benchmarks.md"
+    standalone = "## Label-free validators: cost per cycle (issue 17)\n\nwritten by benchmarks.validators\n"
+    out.write_text(f"# An earlier report\n\n{standalone}\n## Correctness comparisons\n\nold\n")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -31,3 +33,4 @@ def test_quick_suite_comparisons_hold(tmp_path):
     for section in ("## Against the targets", "## Evaluation", "## ULA clustering", "## k-reciprocal re-ranking",
                     "## Growth with N", "## Training throughput", "## Studies"):
         assert section in report, section
+    assert standalone in report and "An earlier report" not in report  # a section it does not write is kept
