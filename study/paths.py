@@ -16,6 +16,7 @@ ARTIFACTS_DIR = "mlartifacts"
 OPTUNA_DB = "optuna.db"
 LOCKS_DIR = "locks"
 CONFIRM_SPACES_DIR = "spaces"  # the spaces study.confirm writes
+NOTE = "mlflow.note.content"  # MLflow's description field: a study's description
 PARTIAL_SUFFIX = ".partial"  # results/<name>.partial/: the report of a study that did not finish
 # What the results folder keeps for itself beside one folder per study: a study may not take one of these names.
 RESERVED_NAMES = (MLFLOW_DB, OPTUNA_DB, RAY_DIR, CACHE_DIR.split("/")[0], ARTIFACTS_DIR, LOCKS_DIR,

@@ -42,7 +42,7 @@ from ray.tune.logger import LoggerCallback  # noqa: E402
 from reidmodel.config import flatten, to_yaml  # noqa: E402
 from reidmodel.cycle_metrics import METRICS  # noqa: E402
 from study.outcome import INTERRUPTED, is_deterministic, one_line  # noqa: E402
-from study.paths import ARTIFACTS_DIR  # noqa: E402
+from study.paths import ARTIFACTS_DIR, NOTE  # noqa: E402
 from study.trial import TrialConfigs, trial_label, trial_outcome, trial_tags  # noqa: E402
 
 # Tags that identify the runs of a study; the report reads them too.
@@ -51,7 +51,6 @@ TAG_ROLE = "study.role"  # "parent" or "trial"
 TAG_TRIAL = "trial_name"
 TAG_TRIAL_ID = "trial_id"
 TAG_PARENT = "mlflow.parentRunId"
-NOTE = "mlflow.note.content"  # MLflow's description field
 TAG_DRIVER = "driver"  # HOST:PID of the driver of the latest sitting
 TAG_RETRY = "retry"  # "no" on a trial run that failed deterministically (Ray's retry of it refused at once)
 END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle", TAG_RETRY)  # dropped when a run restarts

@@ -258,3 +258,21 @@ def test_a_search_beside_is_refused_in_one_line_unless_same_space_and_data_and_o
     with pytest.raises(SpaceError) as refused:
         confirmation_space("lf", "sqlite:///x.db", 3, "x", beside="other")
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_search_finds_the_confirmations_named_after_it_or_describing_its_best_trial():
+    from study.paths import NOTE
+    from study.report.sections import confirmation_names
+
+    def experiment(name, note=""):
+        return SimpleNamespace(name=name, tags={NOTE: note} if note else {})
+
+    client = SimpleNamespace(search_experiments=lambda: [
+        experiment("hpo-lf-d2m-confirm"), experiment("hpo-lf-d2m-confirm-synthetic7"),
+        experiment("lf-vs-oracle", "The best trial of hpo-lf-d2m (trial a, ...) beside the best trial of hpo-d2m (b)"),
+        experiment("hpo-lf-d2m-s7"),  # another search that shares the prefix
+        experiment("other", "The best trial of hpo-lf-d2m-s7 (trial c, ...)"),  # another search's confirmation
+    ])
+    names = confirmation_names(SimpleNamespace(name="hpo-lf-d2m", client=client))
+    assert names == ["hpo-lf-d2m-confirm", "hpo-lf-d2m-confirm-synthetic7", "lf-vs-oracle"]
+    assert confirmation_names(SimpleNamespace(name="hpo-d2m", client=client)) == ["lf-vs-oracle"]

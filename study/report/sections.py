@@ -17,7 +17,7 @@ import study.report.plots as plots
 from reidmodel.config import list_text
 from reidmodel.cycle_metrics import MISSING, metric
 from study import tables
-from study.paths import default_tracking_uri
+from study.paths import NOTE, default_tracking_uri
 from study.report.load import OBJECTIVE, LoadedStudy, final_values, param_value
 from study.report.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
 from study.spaces import required_selection, selection_of
@@ -180,12 +180,19 @@ def table_section(table: Table, trials: pd.DataFrame, cycles: pd.DataFrame, out:
     return lines
 
 
+def confirmation_names(search: LoadedStudy) -> list[str]:
+    """The studies that may retrain this search's best: named ``<search>-confirm*`` (study.confirm's default), or
+    any whose description says it retrains it (``--name``, ``--beside``: "... best trial of <search> (...")."""
+    marker = f"best trial of {search.name} ("
+    return sorted(e.name for e in search.client.search_experiments()
+                  if e.name.startswith(f"{search.name}-confirm") or marker in e.tags.get(NOTE, ""))
+
+
 def confirmation_lines(search: LoadedStudy, results_dir: Path) -> list[str]:
     """A search's best value was picked among many tries on its own seeds, so it is biased upwards: its report
-    shows the retraining on fresh seeds beside it (the studies ``study.confirm`` names ``<search>-confirm*``)."""
-    prefix, confirmed = f"{search.name}-confirm", []
-    for name in sorted(e.name for e in search.client.search_experiments(filter_string=f"name LIKE '{prefix}%'")
-                       if e.name.startswith(prefix)):  # LIKE also reads '_' in a study name as a wildcard
+    shows the retraining on fresh seeds beside it (the studies of ``confirmation_names``)."""
+    confirmed = []
+    for name in confirmation_names(search):
         try:
             study = LoadedStudy.load(name, search.tracking_uri)
         except ValueError:  # created, but no trial has started
