@@ -218,16 +218,17 @@ def section_of(text: str, heading: str) -> str | None:
     return text[start:] if end < 0 else text[start:end + 1]
 
 
-def write_section(path: Path, heading: str, section: str) -> None:
-    """Replace the section under ``heading`` in ``path``, or add it before the correctness comparisons (or at
+def with_section(text: str, heading: str, section: str) -> str:
+    """``text`` with the section under ``heading`` replaced, or added before the correctness comparisons (or at
     the end): a benchmark run on its own owns one section of results/benchmarks.md and keeps the others."""
-    text = path.read_text() if path.exists() else ""
     section = section.rstrip("\n") + "\n"
     old = section_of(text, heading)
     if old is not None:
-        text = text.replace(old, section + ("" if text.endswith(old) else "\n"), 1)
-    elif "## Correctness comparisons" in text:
-        text = text.replace("## Correctness comparisons", section + "\n## Correctness comparisons", 1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+        return text.replace(old, section + ("" if text.endswith(old) else "\n"), 1)
+    if "## Correctness comparisons" in text:
+        return text.replace("## Correctness comparisons", section + "\n## Correctness comparisons", 1)
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    path.write_text(with_section(path.read_text() if path.exists() else "", heading, section))

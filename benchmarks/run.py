@@ -33,7 +33,7 @@ from benchmarks import (
     training,
 )
 from benchmarks import validators as validators_cost
-from benchmarks.common import in_child, load_average, machine, section_of, write_section
+from benchmarks.common import in_child, load_average, machine, section_of, with_section
 
 PARTS = ("evaluation", "clustering", "rerank", "growth", "training", "studies", "data", "synthetic", "paper")
 # Sections of the report that benchmarks run on their own write; a run of this suite keeps them as they are.
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         if "growth" in results:
             scale.plot_growth(results["growth"]["rows"], out.parent / "benchmark_growth.png")
-        kept = [section_of(out.read_text(), heading) if out.exists() else None for heading in STANDALONE]
+        previous = out.read_text() if out.exists() else ""
+        for heading in STANDALONE:  # a section another benchmark writes: this run does not measure it
+            kept = section_of(previous, heading)
+            text = text if kept is None else with_section(text, heading, kept)
         out.write_text(text)
-        for heading, section in zip(STANDALONE, kept, strict=True):
-            if section is not None:  # a section another benchmark writes: this run does not measure it
-                write_section(out, heading, section)
         print(f"written: {out}")
     failed = [name for name, passed, _ in ctx.checks if not passed]
     if failed:

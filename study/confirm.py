@@ -122,6 +122,7 @@ class Pick:
     label: str  # the best trial's run name
     found: str  # how good it looked in the search, e.g. "final target_mAP 82.77 on seed(s) [0]"
     used: frozenset[int] = frozenset()  # the seeds it was searched on: a confirmation must not use them
+    fresh: frozenset[int] | None = None  # where its searched seeds are unknown: seeds known fresh to it
 
 
 def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str,
@@ -134,8 +135,10 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str,
         picks.append(beside_pick(beside, tracking_uri, space, fixed, synthetic_seed))
     used = set().union(*(p.used for p in picks))
     seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
-    if beside and beside.endswith((".yaml", ".yml")):
-        check_committed_seeds(beside, seeds[:num_seeds])
+    for other in picks[1:]:
+        if other.fresh is not None and not set(seeds[:num_seeds]) <= other.fresh:
+            raise SpaceError(f"--beside {beside}: it confirmed on seeds {sorted(other.fresh)}, not all of "
+                             f"{seeds[:num_seeds]}: pass --seeds {len(other.fresh)} or fewer")
     on = "fresh seeds" + ("" if synthetic_seed is None else
                           f" and a fresh draw of the synthetic benchmark (data.synthetic_seed={synthetic_seed})")
     found = " beside ".join(f"the best trial of {p.study} ({p.label}, {p.found})" for p in picks)
@@ -209,16 +212,10 @@ def committed_pick(path: Path) -> tuple[Pick, dict[str, Any]]:
     row = next(r for r in raw["tables"][0]["rows"] if r["variant"] == "searched best")
     label = row["label"].removeprefix("searched best (").removesuffix(")")
     study = raw["name"].removesuffix("-confirm")
-    pick = Pick(study, raw["selection"], best, budget, label, f"as confirmed in {path.name}")
+    # Its search's seeds are not in the file, but the seeds it confirmed on were fresh to that search.
+    pick = Pick(study, raw["selection"], best, budget, label, f"as confirmed in {path.name}",
+                fresh=frozenset(raw.get("seeds") or []))
     return pick, raw
-
-
-def check_committed_seeds(path: str, seeds: list[int]) -> None:
-    """Its search's seeds are not in a confirmation space, but the seeds it confirmed on were fresh to it."""
-    confirmed = yaml.safe_load(Path(path).read_text()).get("seeds") or []
-    if not set(seeds) <= set(confirmed):
-        raise SpaceError(f"--beside {path}: it confirmed on seeds {confirmed}, not all of {seeds}: pass --seeds "
-                         f"{len(confirmed)} or fewer")
 
 
 def fresh_draw(study: str, space: dict[str, Any], synthetic_seed: int | None) -> dict[str, Any]:
