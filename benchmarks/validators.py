@@ -5,7 +5,8 @@
 
 Each validator (reidmodel.validators) is timed on Market-shaped random features (12,936 x 2048, 751 identities,
 benchmarks/common.py) at the default sample of eval.validator_samples images, after one real ULA step on them (whose
-cluster ids and distance the clustering validators read). A cycle's cost is measured on the same machine, in parts:
+cluster ids and distance the clustering validators read); DEV against Market's 3,368 query features as the source
+queries (Duke, the other source, has 2,228). A cycle's cost is measured on the same machine, in parts:
 the forward pass of the paper's model (ResNet-50 + CBAM, 256x128) that extracts the sample's features, and the
 real training throughput that fine-tuning runs at (benchmarks/training.py), over the images ULA labelled.
 """
@@ -23,10 +24,12 @@ import torch
 
 from benchmarks import training
 from benchmarks.common import (
+    MARKET_TEST,
     MARKET_TRAIN,
     in_child,
     load_average,
     machine,
+    test_features,
     timed,
     train_features,
     write_section,
@@ -38,6 +41,8 @@ from reidmodel.validators import (
     batch_nuclear_norm,
     class_ami,
     clustering_validators,
+    deep_embedded_validation,
+    domain_weights,
     information_maximisation,
     kmeans_clusters,
     sample_indices,
@@ -50,7 +55,7 @@ EUCLIDEAN = ULAConfig(distance="euclidean", eps=1.25, num_classes=None)
 LOGIT_SCALE = 30.0  # a trained classifier's logits are larger than the unit features' cosines
 
 
-def child_validators(train, samples: int, repeats: int) -> dict:
+def child_validators(train, source_test, samples: int, repeats: int) -> dict:
     """Seconds per validator (median of ``repeats``) on one ULA step of Market-shaped features."""
     features, _ = train_features(train)
     out: dict = {"samples": min(samples, len(features)), "num_images": len(features)}
@@ -72,6 +77,10 @@ def child_validators(train, samples: int, repeats: int) -> dict:
     out["class_ami"] = timed(lambda: class_ami(logits, kmeans_clusters(sample, logits.shape[1], seed=0)), repeats)[0]
     out["info_max"] = timed(lambda: information_maximisation(logits), repeats)[0]
     out["bnm"] = timed(lambda: batch_nuclear_norm(logits), repeats)[0]
+    queries = test_features(source_test)[0]
+    losses = np.random.default_rng(0).random(len(queries))
+    out["num_source_queries"] = len(queries)
+    out["dev"] = timed(lambda: deep_embedded_validation(losses, domain_weights(queries, sample, seed=0)), repeats)[0]
     return out
 
 
@@ -91,8 +100,8 @@ def child_extraction(batch: int, batches: int) -> dict:
 
 
 def measure(quick: bool, samples: int, repeats: int, threads: int) -> dict:
-    train = MARKET_TRAIN.scaled(16) if quick else MARKET_TRAIN
-    found = {"validators": in_child(child_validators, train, samples, repeats, threads=threads)}
+    train, test = (MARKET_TRAIN.scaled(16), MARKET_TEST.scaled(16)) if quick else (MARKET_TRAIN, MARKET_TEST)
+    found = {"validators": in_child(child_validators, train, test, samples, repeats, threads=threads)}
     if not quick:  # minutes of ResNet-50 on CPU: full runs only
         found["extraction"] = in_child(child_extraction, 32, 3, threads=threads)
         overrides = dict(training.SETTINGS[1][2])
@@ -114,6 +123,8 @@ def section(found: dict, header: dict) -> str:
             ["ClassAMI (k-means with the class count + AMI)", v["class_ami"]],
             ["IM (`information_maximisation`)", v["info_max"]],
             ["BNM (`batch_nuclear_norm`)", v["bnm"]],
+            [f"DEV (`domain_weights` + `deep_embedded_validation`, {v['num_source_queries']} source queries)",
+             v["dev"]],
             ["ULA silhouette + noise + stability, Jaccard (`clustering_validators`)", v["clustering_jaccard"]],
             ["ULA silhouette + noise + stability, Euclidean", v["clustering_euclidean"]]]
     cycle = None

@@ -95,7 +95,8 @@ _LOSS = (
            FREE, LOWER),
 )
 # reidmodel.validators: the model's on a sample of the target training images after the cycle, the clustering's
-# on ULA's step at the cycle's start. Higher is better for each but the noise fraction (``better``).
+# on ULA's step at the cycle's start (DEV: with the source queries, when eval.eval_source is on). Higher is better
+# for each but DEV and the noise fraction (``better``).
 _MODEL_VALIDATORS = (
     Metric("snd", "SND", REAL, "soft neighbourhood density of the target training features (higher: denser)", FREE,
            HIGHER),
@@ -105,6 +106,8 @@ _MODEL_VALIDATORS = (
            FREE, HIGHER),
     Metric("bnm", "BNM", REAL, "batch nuclear norm of the classifier's softmax over target images, / images", FREE,
            HIGHER),
+    Metric("dev", "DEV", REAL, "deep embedded validation: source queries' 1 - AP weighted by how target-like they are",
+           FREE, LOWER),
 )
 _CLUSTERING_VALIDATORS = (
     Metric("ula_silhouette", "silhouette", FRACTION, "silhouette of the DBSCAN clusters on the distance clustered on",

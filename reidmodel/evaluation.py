@@ -205,6 +205,7 @@ def _evaluate(rows_of, ids: tuple[np.ndarray, ...], *, max_rank: int, byte_budge
     chunk = max(1, byte_budget // (num_g * _BYTES_PER_ENTRY))
     cmc_hits = np.zeros(max_rank + 1, dtype=np.int64)
     ap_sum = inp_sum = 0.0
+    query_ap = np.full(num_q, np.nan)
     for start in range(0, len(valid), chunk):
         queries = valid[start : start + chunk]
         dist = rows_of(torch.from_numpy(queries))
@@ -219,6 +220,7 @@ def _evaluate(rows_of, ids: tuple[np.ndarray, ...], *, max_rank: int, byte_budge
         first, ap, inp = _row_metrics(rows, ranks, len(queries))
         cmc_hits += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
         ap_sum += ap.sum()
+        query_ap[queries] = ap
         inp_sum += inp.sum()
     num_valid = len(valid)
     # Ranks beyond the gallery size count like the last rank, which is a hit for a valid query.
@@ -226,6 +228,7 @@ def _evaluate(rows_of, ids: tuple[np.ndarray, ...], *, max_rank: int, byte_budge
         "cmc": np.cumsum(cmc_hits[:max_rank]) / num_valid,
         "mAP": float(ap_sum / num_valid),
         "mINP": float(inp_sum / num_valid),
+        "query_ap": query_ap,  # per query, NaN for one skipped (no valid match): DEV weighs them
         "num_valid_queries": num_valid,
         "num_skipped_queries": num_q - num_valid,
     }

@@ -305,10 +305,11 @@ def run_cycle(run: Run, state: AdaptState, cycle: int) -> tuple[dict[str, Any], 
             state.history.extend(rows)
             losses = _losses(rows[-1]) if rows else {}
             kd_merge(run.config, state, teacher)
+    evaluation, source_queries = evaluate_cycle(run, state.target_model)
     metrics = _every_metric({
-        **evaluate_cycle(run, state.target_model),
+        **evaluation,
         **clustering,
-        **validate_model(run, state),
+        **validate_model(run, state, source_queries),
         "cycle": cycle,
         "epoch": run.config.source.epochs + cycle * run.config.adapt.cycle_epochs,
         "time_s": time.perf_counter() - started,
@@ -379,17 +380,19 @@ def merge_factor(config: ExperimentConfig) -> float:
     return config.kd.mu if config.kd.enabled else 1.0
 
 
-def evaluate_cycle(run: Run, model: ReIDNet) -> dict[str, float]:
+def evaluate_cycle(run: Run, model: ReIDNet) -> tuple[dict[str, float], tuple[torch.Tensor, np.ndarray] | None]:
     """target_* always, source_* when eval.eval_source is set, target_val_* when data.target_val_ids holds some
-    target identities out."""
+    target identities out; and the source's query features with each query's AP, which DEV weighs (None without
+    the source evaluation)."""
     metrics = {f"target_{k}": v for k, v in evaluate_domain(run.config, model, run.target, run.device).items()}
+    source_queries = None
     if run.config.eval.eval_source:
-        source = evaluate_domain(run.config, model, run.source, run.device)
+        source, source_queries = rank_domain(run.config, model, run.source, run.device)
         metrics.update({f"source_{k}": v for k, v in source.items()})
     if run.target_val is not None:
         held_out = evaluate_domain(run.config, model, run.target_val, run.device)
         metrics.update({f"target_val_{k}": held_out[k] for k in TARGET_VAL_KEYS})
-    return metrics
+    return metrics, source_queries
 
 
 def validate_clustering(run: Run, state: AdaptState, result: ULAResult) -> dict[str, float]:
@@ -402,11 +405,12 @@ def validate_clustering(run: Run, state: AdaptState, result: ULAResult) -> dict[
                                  samples=run.config.eval.validator_samples, seed=run.config.runtime.seed)
 
 
-def validate_model(run: Run, state: AdaptState) -> dict[str, float]:
+def validate_model(run: Run, state: AdaptState,
+                   source_queries: tuple[torch.Tensor, np.ndarray] | None = None) -> dict[str, float]:
     """The label-free validators of the target model after the cycle, on a seeded sample of the target training
     images (the same every cycle), with the classifier fine-tuning trains: the intermediate model's, initialised
-    from ULA's templates (the source classifier before the first fine-tuning). None when eval.validator_samples
-    is 0."""
+    from ULA's templates (the source classifier before the first fine-tuning); DEV with the source queries. None
+    when eval.validator_samples is 0."""
     samples, seed = run.config.eval.validator_samples, run.config.runtime.seed
     if not samples:
         return {}
@@ -419,11 +423,17 @@ def validate_model(run: Run, state: AdaptState) -> dict[str, float]:
     features = extract_features(state.target_model, loader, run.device)
     classifier = (state.intermediate or state.target_model).classifier
     logits = features @ classifier.weight.detach().float().cpu().T
-    return model_validators(features, logits, seed)
+    return model_validators(features, logits, seed, source_queries)
 
 
 def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> dict[str, float]:
     """Query/gallery evaluation under the Market protocol; rank metrics in percent, as the paper's tables."""
+    return rank_domain(config, model, domain, device)[0]
+
+
+def rank_domain(config: ExperimentConfig, model, domain: Domain,
+                device) -> tuple[dict[str, float], tuple[torch.Tensor, np.ndarray]]:
+    """``evaluate_domain``'s metrics, and the query features with each query's AP (NaN: skipped)."""
     query = extract_features(model, _test_loader(config, domain, "query"), device)
     gallery = extract_features(model, _test_loader(config, domain, "gallery"), device)
     for split, features in (("query", query), ("gallery", gallery)):
@@ -441,8 +451,9 @@ def evaluate_domain(config: ExperimentConfig, model, domain: Domain, device) -> 
     else:  # distances computed a chunk of queries at a time, never the full matrix
         result = evaluate_features(query, gallery, *ids, max_rank=config.eval.max_rank, metric=config.eval.distance)
     cmc = result["cmc"]
-    return {key: 100 * (result[key] if cmc_rank(key) is None else float(cmc[min(cmc_rank(key), len(cmc)) - 1]))
-            for key in EVAL_KEYS}
+    metrics = {key: 100 * (result[key] if cmc_rank(key) is None else float(cmc[min(cmc_rank(key), len(cmc)) - 1]))
+               for key in EVAL_KEYS}
+    return metrics, (query, result["query_ap"])
 
 
 def save(run: Run, state: AdaptState, workdir: Path) -> Path:

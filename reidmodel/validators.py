@@ -16,7 +16,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_mutual_info_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 SND_TEMPERATURE = 0.05  # Saito et al. 2021's temperature
 
@@ -119,15 +121,52 @@ def pseudo_label_stability(previous: np.ndarray, current: np.ndarray) -> float:
     return float(adjusted_mutual_info_score(previous[both], current[both]))
 
 
-def model_validators(features: torch.Tensor, logits: torch.Tensor, seed: int) -> dict[str, float]:
+def domain_weights(source_features: torch.Tensor, target_features: torch.Tensor, seed: int) -> np.ndarray:
+    """Importance weights p(target | x) / p(source | x) of the source samples, rescaled by the sample sizes so that
+    they average 1 where the domains cannot be told apart. The probabilities come from a logistic regression
+    (scikit-learn) on the L2-normalised features, each source sample scored by the fold that did not train on it
+    (two folds), so that the classifier cannot simply remember it."""
+    unit = torch.nn.functional.normalize(torch.cat([torch.as_tensor(source_features, dtype=torch.float32),
+                                                    torch.as_tensor(target_features, dtype=torch.float32)]), dim=1)
+    is_target = np.r_[np.zeros(len(source_features), int), np.ones(len(target_features), int)]
+    folds = StratifiedKFold(2, shuffle=True, random_state=seed)
+    probability = cross_val_predict(LogisticRegression(max_iter=1000), unit.numpy(), is_target, cv=folds,
+                                    method="predict_proba")[: len(source_features), 1]
+    probability = np.clip(probability, 1e-6, 1 - 1e-6)
+    return probability / (1 - probability) * len(source_features) / len(target_features)
+
+
+def deep_embedded_validation(losses: np.ndarray, weights: np.ndarray) -> float:
+    """DEV (You et al., "Towards accurate model selection in deep unsupervised domain adaptation", ICML 2019; a
+    validator in Musgrave et al. 2022): the importance-weighted mean of the source validation ``losses``, an
+    unbiased estimate of the target risk, with the control variate eta that cancels the part of its variance the
+    weights explain (the weights' own mean is 1 in expectation). Lower is better."""
+    losses, weights = np.asarray(losses, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+    weighted = weights * losses
+    variance = weights.var(ddof=1) if len(weights) > 1 else 0.0
+    eta = -np.cov(weighted, weights)[0, 1] / variance if variance > 0 else 0.0
+    return float(weighted.mean() + eta * weights.mean() - eta)
+
+
+def model_validators(features: torch.Tensor, logits: torch.Tensor, seed: int,
+                     source_queries: tuple[torch.Tensor, np.ndarray] | None = None) -> dict[str, float]:
     """The validators of a model on (a sample of) the target training images: its features and the logits of the
-    classifier it is trained with."""
-    return {
+    classifier it is trained with; with ``source_queries``, the source query features and each query's AP
+    (NaN: skipped), DEV too. The source split holds out identities, not images of the training ones, so the
+    classification loss DEV was defined with has nothing to score there: a query's retrieval loss, 1 - AP,
+    stands in."""
+    found = {
         "snd": soft_neighbourhood_density(features),
         "class_ami": class_ami(logits, kmeans_clusters(features, logits.shape[1], seed)),
         "info_max": information_maximisation(logits),
         "bnm": batch_nuclear_norm(logits),
     }
+    if source_queries is not None:
+        query_features, query_ap = source_queries
+        ranked = np.flatnonzero(~np.isnan(query_ap))
+        weights = domain_weights(torch.as_tensor(query_features)[torch.from_numpy(ranked)], features, seed)
+        found["dev"] = deep_embedded_validation(1 - query_ap[ranked], weights)
+    return found
 
 
 def clustering_validators(
@@ -159,6 +198,8 @@ __all__ = [
     "batch_nuclear_norm",
     "class_ami",
     "clustering_validators",
+    "deep_embedded_validation",
+    "domain_weights",
     "information_maximisation",
     "kmeans_clusters",
     "model_validators",

@@ -59,6 +59,9 @@ def test_matches_reference_loop(seed, integer):
     assert result["mINP"] == pytest.approx(reference["mINP"], abs=1e-6)
     assert result["num_valid_queries"] == reference["num_valid_queries"]
     assert result["num_skipped_queries"] == len(case[1]) - reference["num_valid_queries"] >= 1
+    # Per query: NaN for the skipped ones (query 0 has no match), the mean of the others is the mAP.
+    assert np.isnan(result["query_ap"][0]) and np.isnan(result["query_ap"]).sum() == result["num_skipped_queries"]
+    assert np.nanmean(result["query_ap"]) == pytest.approx(result["mAP"], abs=1e-12)
     # One query per chunk gives the same numbers as the default chunking.
     tiny = evaluate_rank(*case, max_rank=20, byte_budget=1)
     np.testing.assert_allclose(tiny["cmc"], result["cmc"], atol=1e-12)

@@ -50,6 +50,9 @@ def test_runs_every_cycle_and_reports_each(tiny_config, tmp_path):
     assert cycles[1]["ula_num_classes"] >= 1
     assert 0 <= cycles[1]["ula_precision"] <= 1
     assert not math.isnan(cycles[1]["loss_total"])
+    # Every cycle's model validators, DEV included (the source evaluation is on).
+    for metrics in cycles:
+        assert all(math.isfinite(metrics[key]) for key in ("snd", "class_ami", "info_max", "bnm", "dev"))
     # Only the last cycle's folder is kept.
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["cycle_002"]
 

@@ -16,8 +16,11 @@ from reidmodel.validators import (
     batch_nuclear_norm,
     class_ami,
     clustering_validators,
+    deep_embedded_validation,
+    domain_weights,
     information_maximisation,
     kmeans_clusters,
+    model_validators,
     noise_fraction,
     pseudo_label_stability,
     sample_indices,
@@ -129,6 +132,41 @@ def test_clustering_validators_on_a_ula_step():
     assert again["pseudo_label_stability"] == pytest.approx(1.0) and again["ula_silhouette"] == first["ula_silhouette"]
 
 
+def test_dev_with_equal_weights_is_the_mean_loss():
+    losses = np.array([0.1, 0.5, 0.9, 0.3])
+    assert deep_embedded_validation(losses, np.ones(4)) == pytest.approx(losses.mean())
+    # The control variate: a loss the weights do not change is estimated exactly, however noisy the weights.
+    assert deep_embedded_validation(np.full(4, 0.4), np.array([0.2, 3.0, 0.7, 1.9])) == pytest.approx(0.4)
+
+
+def test_domain_weights_favour_target_like_source_samples():
+    rng = np.random.default_rng(0)
+    near = torch.tensor(np.eye(8)[0] + 0.1 * rng.normal(size=(30, 8)), dtype=torch.float32)
+    far = torch.tensor(np.eye(8)[1] + 0.1 * rng.normal(size=(30, 8)), dtype=torch.float32)
+    target = torch.tensor(np.eye(8)[0] + 0.1 * rng.normal(size=(40, 8)), dtype=torch.float32)
+    weights = domain_weights(torch.cat([near, far]), target, seed=0)
+    assert weights.shape == (60,) and (weights > 0).all()
+    assert weights[:30].min() > weights[30:].max()
+    assert np.array_equal(weights, domain_weights(torch.cat([near, far]), target, seed=0))
+
+
+def test_dev_estimates_the_risk_of_the_source_queries_that_look_like_the_target():
+    """Source queries of two kinds, one retrieved well (AP 0.9), one badly (AP 0.2): DEV follows the kind the
+    target resembles, while the plain source mAP cannot tell the two targets apart."""
+    rng = np.random.default_rng(1)
+    easy, hard = (torch.tensor(np.eye(8)[k] + 0.1 * rng.normal(size=(40, 8)), dtype=torch.float32) for k in (0, 1))
+    query_features = torch.cat([easy, hard])
+    query_ap = np.r_[np.full(40, 0.9), np.full(40, 0.2), np.nan][:80]
+    logits = torch.zeros(50, 3)
+    like = {k: torch.tensor(np.eye(8)[k] + 0.1 * rng.normal(size=(50, 8)), dtype=torch.float32) for k in (0, 1)}
+    dev = {k: model_validators(like[k], logits, 0, (query_features, query_ap))["dev"] for k in (0, 1)}
+    assert dev[0] < 1 - query_ap.mean() < dev[1]
+    assert dev[0] == pytest.approx(0.1, abs=0.1) and dev[1] == pytest.approx(0.8, abs=0.1)
+    skipped = np.r_[query_ap[:79], np.nan]  # a query without a valid match carries no loss
+    assert math.isfinite(model_validators(like[0], logits, 0, (query_features, skipped))["dev"])
+    assert "dev" not in model_validators(like[0], logits, 0)
+
+
 def test_sample_is_seeded_sorted_and_leaves_the_global_rngs_alone():
     np.random.seed(0)
     torch.manual_seed(0)
@@ -154,7 +192,7 @@ def test_every_metric_says_which_target_labels_it_reads():
         assert declared.target_labels == expected, name
         assert declared.reads_target_labels == (expected != "none"), name
     assert set(label_free_metric_names()) == set(METRICS) - ORACLE - VALIDATION
-    assert {"snd", "class_ami", "info_max", "bnm", "ula_silhouette", "ula_noise_fraction",
+    assert {"snd", "class_ami", "info_max", "bnm", "dev", "ula_silhouette", "ula_noise_fraction",
             "pseudo_label_stability", "source_mAP", "loss_total", "ula_num_clusters"} <= set(label_free_metric_names())
 
 
