@@ -104,6 +104,8 @@ _MODEL_VALIDATORS = (
            FREE, HIGHER),
     Metric("info_max", "IM", REAL, "information maximisation: prediction diversity minus mean prediction entropy",
            FREE, HIGHER),
+    Metric("info_max_ratio", "IM / log K", FRACTION, "IM over its ceiling log K, K the classifier's classes: IM "
+           "without its growth with K", FREE, HIGHER),
     Metric("bnm", "BNM", REAL, "batch nuclear norm of the classifier's softmax over target images, / images", FREE,
            HIGHER),
     Metric("dev", "DEV", REAL, "deep embedded validation: source queries' 1 - AP weighted by how target-like they are",

@@ -10,6 +10,7 @@ turning them on never changes training.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -70,6 +71,13 @@ def information_maximisation(logits: torch.Tensor) -> float:
     diversity = torch.special.entr(probabilities.mean(dim=0)).sum()
     confidence = torch.special.entr(probabilities).sum(dim=1).mean()
     return float(diversity - confidence)
+
+
+def info_max_ratio(info_max: float, num_classes: int) -> float:
+    """IM over its ceiling log K, in [0, 1]: IM grows with the classifier's class count K, so a search on IM
+    drifts to large K (README, "Choosing without target labels"); the ratio compares models across K. NaN for
+    K < 2, whose ceiling is 0."""
+    return info_max / math.log(num_classes) if num_classes >= 2 else float("nan")
 
 
 def batch_nuclear_norm(logits: torch.Tensor) -> float:
@@ -155,10 +163,12 @@ def model_validators(features: torch.Tensor, logits: torch.Tensor, seed: int,
     (NaN: skipped), DEV too. The source split holds out identities, not images of the training ones, so the
     classification loss DEV was defined with has nothing to score there: a query's retrieval loss, 1 - AP,
     stands in."""
+    info_max = information_maximisation(logits)
     found = {
         "snd": soft_neighbourhood_density(features),
         "class_ami": class_ami(logits, kmeans_clusters(features, logits.shape[1], seed)),
-        "info_max": information_maximisation(logits),
+        "info_max": info_max,
+        "info_max_ratio": info_max_ratio(info_max, logits.shape[1]),
         "bnm": batch_nuclear_norm(logits),
     }
     if source_queries is not None:
@@ -200,6 +210,7 @@ __all__ = [
     "clustering_validators",
     "deep_embedded_validation",
     "domain_weights",
+    "info_max_ratio",
     "information_maximisation",
     "kmeans_clusters",
     "model_validators",

@@ -53,6 +53,9 @@ def test_runs_every_cycle_and_reports_each(tiny_config, tmp_path):
     # Every cycle's model validators, DEV included (the source evaluation is on).
     for metrics in cycles:
         assert all(math.isfinite(metrics[key]) for key in ("snd", "class_ami", "info_max", "bnm", "dev"))
+    # IM's classifier has the cycle's ULA class count, which the benchmark derives IM / log K of for older studies.
+    assert cycles[1]["ula_degenerate"] == 0
+    assert cycles[1]["info_max_ratio"] == pytest.approx(cycles[1]["info_max"] / math.log(cycles[1]["ula_num_classes"]))
     # Only the last cycle's folder is kept.
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["cycle_002"]
 

@@ -221,3 +221,16 @@ def test_a_validator_that_only_tells_the_directions_apart_earns_nothing():
     (row,) = [r for r in benchmark([mixed], resamples=50) if r["validator"] == "source_mAP"]
     assert set(row["per_study"]) == {"mixed D->M", "mixed M->D"}
     assert not np.isfinite(row["spearman"][0])  # constant within each direction: no ranking at all
+
+
+def test_im_over_log_k_is_derived_for_studies_logged_before_it():
+    """A study that logged IM and the ULA class count but not the ratio gets IM / log K, none for a degenerate
+    cycle (its classifier is an earlier cycle's); a study that logged the ratio keeps its own."""
+    study = fake_study("s", FINAL_MAP[:4], {"info_max": [2.0, 3.0, 1.0, 2.0], "ula_num_classes": [8, 20, 8, 1],
+                                            "ula_degenerate": [0, 0, 1, 0]})
+    final = chosen_cycles(study).groupby("trial").tail(1).set_index("trial")["info_max_ratio"]
+    assert final["t0"] == pytest.approx(2 / math.log(8)) and final["t1"] == pytest.approx(3 / math.log(20))
+    assert math.isnan(final["t2"]) and math.isnan(final["t3"])
+    logged = fake_study("s", FINAL_MAP[:4], {"info_max": [2.0] * 4, "ula_num_classes": [8] * 4,
+                                             "ula_degenerate": [0] * 4, "info_max_ratio": [0.5] * 4})
+    assert (chosen_cycles(logged).groupby("trial").tail(1)["info_max_ratio"] == 0.5).all()

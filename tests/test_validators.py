@@ -18,6 +18,7 @@ from reidmodel.validators import (
     clustering_validators,
     deep_embedded_validation,
     domain_weights,
+    info_max_ratio,
     information_maximisation,
     kmeans_clusters,
     model_validators,
@@ -80,6 +81,21 @@ def test_a_constant_prediction_scores_worst_on_im_and_bnm():
     assert batch_nuclear_norm(confident_balanced) == pytest.approx(math.sqrt(4 / 40), rel=1e-6)
     for constant in (constant_class, uniform):
         assert batch_nuclear_norm(constant) < batch_nuclear_norm(random_logits) < batch_nuclear_norm(confident_balanced)
+
+
+def test_im_over_log_k_compares_classifiers_of_different_sizes():
+    """Confident, balanced predictions over 4 and over 40 classes: IM tells the 40 apart (log 40 > log 4) where the
+    ratio calls both perfect; a constant prediction is 0 for any K, and K = 1 has no ceiling to divide by."""
+    small = one_hot_logits(np.arange(40) % 4, 4, scale=50.0)
+    large = one_hot_logits(np.arange(40), 40, scale=50.0)
+    assert information_maximisation(large) > information_maximisation(small) + 2
+    assert info_max_ratio(information_maximisation(small), 4) == pytest.approx(1.0, abs=1e-6)
+    assert info_max_ratio(information_maximisation(large), 40) == pytest.approx(1.0, abs=1e-6)
+    assert info_max_ratio(information_maximisation(one_hot_logits(np.zeros(40, dtype=int), 40)), 40) == \
+        pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(info_max_ratio(0.0, 1))
+    found = model_validators(clusters(0.05)[0], small, seed=0)
+    assert found["info_max_ratio"] == pytest.approx(found["info_max"] / math.log(4))
 
 
 @pytest.mark.parametrize("spread", [0.05, 0.6])
@@ -192,7 +208,7 @@ def test_every_metric_says_which_target_labels_it_reads():
         assert declared.target_labels == expected, name
         assert declared.reads_target_labels == (expected != "none"), name
     assert set(label_free_metric_names()) == set(METRICS) - ORACLE - VALIDATION
-    assert {"snd", "class_ami", "info_max", "bnm", "dev", "ula_silhouette", "ula_noise_fraction",
+    assert {"snd", "class_ami", "info_max", "info_max_ratio", "bnm", "dev", "ula_silhouette", "ula_noise_fraction",
             "pseudo_label_stability", "source_mAP", "loss_total", "ula_num_clusters"} <= set(label_free_metric_names())
 
 

@@ -3,7 +3,7 @@ how well each label-free validator ranks trials and cycles by the target test mA
 
 It reads target labels on purpose: it measures each validator against the oracle (the final target test mAP), so
 that a validator can be chosen on studies other than the one it is then used to search. Per validator (the
-eight of reidmodel.validators; the training loss and the source mAP, label-free baselines; the target validation
+nine of reidmodel.validators, IM / log K derived for studies logged before it was; the training loss and the source mAP, label-free baselines; the target validation
 mAP where measured; and the oracle itself as the ceiling; each turned by its direction in
 reidmodel.cycle_metrics), over each study's trials that ended on a cycle of their choosing (finished, or
 stopped by the scheduler), at each trial's last cycle:
@@ -54,7 +54,17 @@ def chosen_cycles(study: LoadedStudy) -> pd.DataFrame:
     if OBJECTIVE not in cycles:
         return cycles.iloc[0:0]
     kept = cycles[cycles["trial"].isin(ended) & (cycles["cycle"] >= 1) & cycles[OBJECTIVE].notna()]
-    return kept.sort_values(["trial", "cycle"], kind="stable")
+    return with_info_max_ratio(kept.sort_values(["trial", "cycle"], kind="stable"))
+
+
+def with_info_max_ratio(cycles: pd.DataFrame) -> pd.DataFrame:
+    """IM / log K for trials logged before the ratio was: K, the classes of the classifier IM read, is the cycle's
+    ULA class count (fine-tuning rebuilds the classifier from its templates; a degenerate cycle, which keeps the
+    previous classifier, gets none)."""
+    if "info_max_ratio" in cycles or not {"info_max", "ula_num_classes", "ula_degenerate"} <= set(cycles):
+        return cycles
+    classes = cycles["ula_num_classes"].where((cycles["ula_num_classes"] >= 2) & (cycles["ula_degenerate"] != 1))
+    return cycles.assign(info_max_ratio=cycles["info_max"] / np.log(classes))
 
 
 def oriented(frame: pd.DataFrame, name: str) -> np.ndarray:
