@@ -192,7 +192,11 @@ class ULAConfig(Settings):
     num_classes: Int | None = Field(
         750, ge=1, description="K base classes; null: ula.class_ratio x the target's training identities")
     class_ratio: float = Field(
-        1.0, gt=0, description="K as a fraction of the target's training identities (num_classes null)")
+        1.0, gt=0, description="K as a fraction of what ula.class_ratio_of names (num_classes null)")
+    class_ratio_of: Literal["identities", "clusters"] = Field(
+        "identities", description="what ula.class_ratio multiplies: the target's training identities (as the "
+        "paper's 750 of 751: a count of the target's labels) or the clusters DBSCAN finds at each ULA step "
+        "(label-free)")
     similarity_threshold: float = Field(
         0.8, ge=-1, le=1, description="cosine similarity above which a sample joins its closest template")
     k1: Int = Field(20, ge=1, description="k-reciprocal neighbours of the jaccard distance")

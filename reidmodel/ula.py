@@ -42,27 +42,34 @@ class ULAResult:
     diagnostics: dict = field(default_factory=dict)
 
 
-def resolve_num_classes(cfg: ULAConfig, num_target_ids: int) -> int:
-    """K: ``cfg.num_classes`` when set, else ``class_ratio`` x the target's identities (at least 1)."""
+def resolve_num_classes(cfg: ULAConfig, num_target_ids: int) -> int | None:
+    """K: ``cfg.num_classes`` when set, else ``class_ratio`` x the target's identities (at least 1); None when
+    ``class_ratio_of`` is clusters, which ``label_adaptation`` counts only once it has clustered."""
     if cfg.num_classes is not None:
         return cfg.num_classes
+    if cfg.class_ratio_of == "clusters":
+        return None
     if num_target_ids < 1:
         raise ValueError(f"num_target_ids={num_target_ids} must be >= 1 to derive K from ula.class_ratio")
     return max(1, round(cfg.class_ratio * num_target_ids))
 
 
 def label_adaptation(
-    features: torch.Tensor | np.ndarray, cfg: ULAConfig, num_classes: int, true_ids: np.ndarray | None = None
+    features: torch.Tensor | np.ndarray, cfg: ULAConfig, num_classes: int | None,
+    true_ids: np.ndarray | None = None,
 ) -> ULAResult:
     """Pseudo labels and templates for [N, D] target features.
 
-    ``true_ids`` (ground truth) only feeds the quality diagnostics (pairwise precision/recall,
+    ``num_classes`` is K; None: ``cfg.class_ratio`` x the clusters DBSCAN finds here (at least 1), which reads
+    no label. ``true_ids`` (ground truth) only feeds the quality diagnostics (pairwise precision/recall,
     purity, NMI); the labels never depend on it. eps_mode=quantile uses the eps_quantile quantile of
     the pairwise distances (MMT instead averages the distances below such a quantile).
     """
     features, true_ids = _checked_inputs(features, num_classes, true_ids)
     unit_features = normalize(features)
     cluster_ids, eps, intra_sums, distance_rows = _cluster(unit_features if cfg.normalize else features, cfg)
+    if num_classes is None:
+        num_classes = max(1, round(cfg.class_ratio * int((np.unique(cluster_ids) >= 0).sum())))
     base_clusters = _largest_clusters(cluster_ids, intra_sums, num_classes)
     pseudo_labels, templates = _assign_labels(cluster_ids, base_clusters, unit_features, cfg.similarity_threshold)
     diagnostics = _diagnostics(cfg, cluster_ids, pseudo_labels, num_base=len(base_clusters),
@@ -72,14 +79,14 @@ def label_adaptation(
                      distance_rows=distance_rows, diagnostics=diagnostics)
 
 
-def _checked_inputs(features, num_classes: int, true_ids) -> tuple[np.ndarray, np.ndarray | None]:
+def _checked_inputs(features, num_classes: int | None, true_ids) -> tuple[np.ndarray, np.ndarray | None]:
     """float32 features and NumPy true ids, or a one-line error naming what is wrong with them."""
     features = as_numpy(features).astype(np.float32, copy=False)
     if features.ndim != 2 or features.shape[0] < 2:
         raise ValueError(f"ULA needs [N, D] features with N >= 2 samples, got shape {features.shape}")
     if not np.isfinite(features).all():
         raise ValueError("ULA features contain NaN or inf: the model diverged, lower the learning rate")
-    if num_classes < 1:
+    if num_classes is not None and num_classes < 1:
         raise ValueError(f"num_classes={num_classes} must be >= 1: set ula.num_classes or ula.class_ratio")
     if true_ids is not None:
         true_ids = as_numpy(true_ids)

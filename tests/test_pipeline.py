@@ -227,3 +227,12 @@ def test_the_pretraining_key_is_every_setting_marked_for_stage_one():
         assert pretrain_signature(apply_overrides(config, later)) == pretrain_signature(config), later
     relative = apply_overrides(config, {"data.root": "."})
     assert pretrain_signature(relative)["data.root"] == str(Path.cwd())  # one key however the root is written
+
+
+def test_k_of_the_clusters_runs_the_loop_without_the_identity_count(tiny_config, tmp_path):
+    """ula.class_ratio_of=clusters: each cycle's K is class_ratio x the clusters that step found, whatever the
+    target's identity count."""
+    config = apply_overrides(tiny_config, {"ula.num_classes": None, "ula.class_ratio": 0.5,
+                                           "ula.class_ratio_of": "clusters", "adapt.cycles": 1})
+    cycle = run_experiment(config, workdir=tmp_path)[1]
+    assert cycle["ula_requested_classes"] == max(1, round(0.5 * cycle["ula_num_clusters"]))

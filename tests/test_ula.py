@@ -249,6 +249,22 @@ def test_resolve_num_classes():
     assert resolve_num_classes(ULAConfig(num_classes=None, class_ratio=0.1), 2) == 1
     with pytest.raises(ValueError, match="num_target_ids"):
         resolve_num_classes(ULAConfig(num_classes=None), 0)
+    # Of the clusters: counted by label_adaptation once it has clustered; num_classes still wins.
+    assert resolve_num_classes(ULAConfig(num_classes=None, class_ratio_of="clusters"), 751) is None
+    assert resolve_num_classes(ULAConfig(num_classes=700, class_ratio_of="clusters"), 751) == 700
+
+
+def test_k_of_the_clusters_reads_no_identity_count():
+    """class_ratio x the clusters found: 0.6 of 5 clusters keeps the 3 largest, as num_classes=3 does, and the
+    result cannot depend on how many identities the target has, which is never passed."""
+    features, ids = _blobs([7, 12, 9, 10, 8])
+    cfg = CFG.model_copy(update={"num_classes": None, "class_ratio": 0.6, "class_ratio_of": "clusters"})
+    of_clusters = label_adaptation(features, cfg, resolve_num_classes(cfg, 10_000))
+    three = label_adaptation(features, CFG, num_classes=3)
+    assert of_clusters.diagnostics["requested_classes"] == 3 == of_clusters.diagnostics["num_classes"]
+    np.testing.assert_array_equal(of_clusters.pseudo_labels, three.pseudo_labels)
+    above = label_adaptation(features, cfg.model_copy(update={"class_ratio": 1.3}), None)
+    assert above.diagnostics["requested_classes"] == 6 and above.diagnostics["num_classes"] == 5
 
 
 def test_bad_inputs_raise():
