@@ -69,7 +69,7 @@ def label_adaptation(
     unit_features = normalize(features)
     cluster_ids, eps, intra_sums, distance_rows = _cluster(unit_features if cfg.normalize else features, cfg)
     if num_classes is None:
-        num_classes = max(1, round(cfg.class_ratio * int((np.unique(cluster_ids) >= 0).sum())))
+        num_classes = max(1, round(cfg.class_ratio * (int(cluster_ids.max()) + 1)))  # DBSCAN numbers them 0..n-1
     base_clusters = _largest_clusters(cluster_ids, intra_sums, num_classes)
     pseudo_labels, templates = _assign_labels(cluster_ids, base_clusters, unit_features, cfg.similarity_threshold)
     diagnostics = _diagnostics(cfg, cluster_ids, pseudo_labels, num_base=len(base_clusters),

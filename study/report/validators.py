@@ -3,10 +3,10 @@ how well each label-free validator ranks trials and cycles by the target test mA
 
 It reads target labels on purpose: it measures each validator against the oracle (the final target test mAP), so
 that a validator can be chosen on studies other than the one it is then used to search. Per validator (the
-nine of reidmodel.validators, IM / log K derived for studies logged before it was; the training loss and the source mAP, label-free baselines; the target validation
-mAP where measured; and the oracle itself as the ceiling; each turned by its direction in
-reidmodel.cycle_metrics), over each study's trials that ended on a cycle of their choosing (finished, or
-stopped by the scheduler), at each trial's last cycle:
+nine of reidmodel.validators, IM / log K derived for studies logged before it was; the training loss and the
+source mAP, label-free baselines; the target validation mAP where measured; and the oracle itself as the
+ceiling; each turned by its direction in reidmodel.cycle_metrics), over each study's trials that ended on a
+cycle of their choosing (finished, or stopped by the scheduler), at each trial's last cycle:
 
 - Spearman correlation with the final target mAP;
 - weighted Spearman (Musgrave, Belongie, Lim 2022): the Pearson correlation of the two rankings with each trial
