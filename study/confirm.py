@@ -11,9 +11,10 @@ paper default at the searched best's budget, so that the table separates better 
 ``--synthetic-seed N`` confirms on a fresh draw of the synthetic benchmark (new identities, same two domains:
 ``data.synthetic_seed``), data the search never saw, in ``<study>-confirm-synthetic<N>``.
 
-``--beside OTHER`` retrains the best of a second search of the same direction and draw in the same grid, each
+``--beside OTHER`` retrains the best of a second search of the same direction and data in the same grid, each
 pick named by how it was selected ("label-free best", "oracle best"), each with the paper default at its budget:
-a label-free search confirmed head to head with the oracle search it should come close to. OTHER is a search
+a label-free search confirmed head to head with the oracle search it should come close to. A method setting that
+only one of the two searches fixed travels with that search's pick; the references run as both share. OTHER is a search
 study, or the confirmation space study.confirm wrote for one (``results/spaces/<other>-confirm.yaml``), which
 holds its best setting where the search's runs are no longer in the store.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,7 +133,9 @@ def confirmation_space(study: str, tracking_uri: str, num_seeds: int, name: str,
     pick, space = search_pick(study, tracking_uri)
     picks, fixed = [pick], {**(space.get("fixed") or {}), **fresh_draw(study, space, synthetic_seed)}
     if beside:
-        picks.append(beside_pick(beside, tracking_uri, space, fixed, synthetic_seed))
+        other, its_fixed = beside_pick(beside, tracking_uri, space, fixed, synthetic_seed)
+        common = {key: value for key, value in fixed.items() if key in its_fixed and _same(its_fixed[key], value)}
+        picks, fixed = [carried(pick, fixed, common), carried(other, its_fixed, common)], common
     used = set().union(*(p.used for p in picks))
     seeds = [seed for seed in range(FIRST_FRESH_SEED, FIRST_FRESH_SEED + num_seeds + len(used)) if seed not in used]
     for other in picks[1:]:
@@ -175,9 +178,9 @@ def search_pick(study: str, tracking_uri: str) -> tuple[Pick, dict[str, Any]]:
 
 
 def beside_pick(beside: str, tracking_uri: str, space: dict[str, Any], fixed: dict[str, Any],
-                synthetic_seed: int | None) -> Pick:
-    """The pick of the search confirmed beside: refused in one line unless it searched the same direction, preset
-    and fixed settings (the same draw), or where it chose as the first search did."""
+                synthetic_seed: int | None) -> tuple[Pick, dict[str, Any]]:
+    """The pick of the search confirmed beside and its fixed settings: refused in one line unless it searched the
+    same direction, preset and data (the same draw), or where it chose as the first search did."""
     if beside.endswith((".yaml", ".yml")):
         pick, its_space = committed_pick(Path(beside))
         its_fixed = its_space.get("fixed") or {}
@@ -185,13 +188,29 @@ def beside_pick(beside: str, tracking_uri: str, space: dict[str, Any], fixed: di
         pick, its_space = search_pick(beside, tracking_uri)
         its_fixed = {**(its_space.get("fixed") or {}), **fresh_draw(beside, its_space, synthetic_seed)}
     for what, mine, its in (("direction", space["directions"][0], its_space["directions"][0]),
-                            ("preset", space["preset"], its_space["preset"]), ("fixed settings", fixed, its_fixed)):
-        if json.dumps(mine, sort_keys=True) != json.dumps(its, sort_keys=True):
+                            ("preset", space["preset"], its_space["preset"]),
+                            ("data settings", _data(fixed), _data(its_fixed))):
+        if not _same(mine, its):
             raise SpaceError(f"--beside {beside}: its {what} ({its}) differ from the first search's ({mine}): "
-                             "confirm side by side only searches of the same space and data")
+                             "confirm side by side only searches of the same data")
     if pick.selection == selection_of(space):
         raise SpaceError(f"--beside {beside}: both searches chose by {pick.selection}: confirm each on its own")
-    return pick
+    return pick, its_fixed
+
+
+def carried(pick: Pick, its_fixed: dict[str, Any], common: dict[str, Any]) -> Pick:
+    """The pick with the fixed settings of its search that the grid does not fix for both (K taken from the
+    clusters, say) in its own settings: each pick runs as its search ran it, the references as both share."""
+    own = {key: value for key, value in its_fixed.items() if key not in common}
+    return replace(pick, settings={**own, **pick.settings})
+
+
+def _data(fixed: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in fixed.items() if key.startswith("data.")}
+
+
+def _same(mine: Any, its: Any) -> bool:
+    return json.dumps(mine, sort_keys=True) == json.dumps(its, sort_keys=True)
 
 
 def committed_pick(path: Path) -> tuple[Pick, dict[str, Any]]:
@@ -247,7 +266,7 @@ def searched_budget(best_flat: dict[str, Any], space: dict[str, Any]) -> dict[st
                  **paper_default_set(space["preset"])}
     paper = flatten(apply_overrides(preset(space["preset"]), overrides).to_dict())
     return {key: best_flat[key] for key in BUDGET_KEYS
-            if key in (space.get("params") or {}) and json.dumps(best_flat[key]) != json.dumps(paper[key])}
+            if key in (space.get("params") or {}) and not _same(best_flat[key], paper[key])}
 
 
 def confirmation_variants(picks: list[Pick], direction: str, preset_name: str = "cpu") -> list[dict[str, Any]]:
@@ -346,7 +365,7 @@ def config_diff(flat: dict[str, Any], fixed: dict[str, Any], preset_name: str, d
 
     base = flatten(apply_overrides(preset(preset_name), {**fixed, **direction_overrides(direction)}).to_dict())
     return {key: value for key, value in flat.items()
-            if key not in NOT_CARRIED and key != "preset" and json.dumps(value) != json.dumps(base.get(key))}
+            if key not in NOT_CARRIED and key != "preset" and not _same(value, base.get(key))}
 
 
 def paper_default_set(preset_name: str = "cpu") -> dict[str, Any]:

@@ -11,7 +11,6 @@ so a resumed study continues its parent and child runs instead of duplicating th
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import numbers
@@ -29,6 +28,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Reports read small artifacts (the space, a trial's config.yaml): no progress bars on stderr.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -339,19 +339,9 @@ def _read_rows(history_csv: Path) -> list[dict[str, float]]:
     """Per-epoch losses, the index columns and empty or NaN cells left out."""
     if not history_csv.is_file():
         return []
-    with open(history_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return [{column: value for column, value in ((c, _float(t)) for c, t in row.items()
-                                                 if c not in HISTORY_INDEX_COLUMNS) if value is not None}
-            for row in rows]
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
+    frame = pd.read_csv(history_csv).drop(columns=list(HISTORY_INDEX_COLUMNS), errors="ignore")
+    return [{column: float(value) for column, value in row.items() if pd.notna(value)}
+            for row in frame.apply(pd.to_numeric, errors="coerce").to_dict("records")]
 
 
 def _param_value(value) -> str:

@@ -216,6 +216,17 @@ def test_a_label_free_search_is_confirmed_beside_its_oracle_search_with_each_bud
     assert ("oracle best", "paper default at the oracle budget") in claims
 
 
+def test_a_method_setting_only_one_search_fixed_travels_with_its_pick_beside(monkeypatch):
+    clusters = {**hpo_space()["fixed"], "ula.class_ratio_of": "clusters"}
+    fake_search(monkeypatch, {"lf": labelfree_space(fixed=clusters), "hpo-d2m": hpo_space()},
+                {"ula.class_ratio_of": "clusters"}, {"adapt.cycles": 3})
+    space = confirmation_space("lf", "sqlite:///x.db", 3, "lf-vs-oracle", beside="hpo-d2m")
+    variants = {v.name: v.set for v in space.variants}
+    assert "ula.class_ratio_of" not in space.fixed and space.fixed == hpo_space()["fixed"]
+    assert variants["label-free best"]["ula.class_ratio_of"] == "clusters"
+    assert "ula.class_ratio_of" not in variants["oracle best"] and "ula.class_ratio_of" not in variants["paper default"]
+
+
 def test_two_picks_with_one_budget_share_its_row():
     budget = {"adapt.cycles": 8}
     picks = [pick({"ula.eps": 0.55, **budget}, budget, "label_free"), pick({"ula.eps": 0.3, **budget}, budget)]
@@ -250,7 +261,7 @@ def test_a_committed_confirmation_space_serves_as_the_oracle_pick_where_its_runs
     (labelfree_space(), "both searches chose by label_free: confirm each on its own"),
     (hpo_space(directions=["synthetic_market->synthetic_duke"]), "its direction (synthetic_market->synthetic_duke) "
      "differ from the first search's (synthetic_duke->synthetic_market)"),
-    (hpo_space(fixed={**hpo_space()["fixed"], "data.synthetic_seed": 7}), "its fixed settings"),
+    (hpo_space(fixed={**hpo_space()["fixed"], "data.synthetic_seed": 7}), "its data settings"),
 ])
 def test_a_search_beside_is_refused_in_one_line_unless_same_space_and_data_and_other_selection(
         monkeypatch, other, message):
