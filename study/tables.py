@@ -234,6 +234,12 @@ def markdown_frame(frame) -> str:
     return escaped.to_markdown(index=False, disable_numparse=True)
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    import pandas as pd
+
+    return markdown_frame(pd.DataFrame(rows, columns=header))
+
+
 def table_markdown(table: Table, trials, which: str = "final") -> str:
     import pandas as pd
 

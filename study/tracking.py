@@ -17,7 +17,6 @@ import numbers
 import os
 import pickle
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+from mlflow.utils.git_utils import get_git_commit  # noqa: E402
 from mlflow.utils.validation import (  # noqa: E402
     MAX_ENTITY_KEY_LENGTH,
     MAX_PARAM_VAL_LENGTH,
@@ -61,13 +61,8 @@ TRIAL_FILES = ("cycles.csv", "history.csv")  # of a trial's checkpoint, logged a
 
 
 def git_commit() -> str | None:
-    """Commit of the checkout this code runs from; None outside a git checkout or before the first commit."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    """Commit of the checkout this code runs from; None outside a git checkout (an installed wheel)."""
+    return get_git_commit(str(Path(__file__).resolve().parent))
 
 
 def artifact_root(tracking_uri: str) -> str | None:

@@ -21,7 +21,7 @@ from study.paths import NOTE, default_tracking_uri
 from study.report.load import OBJECTIVE, LoadedStudy, final_values, param_value
 from study.report.validators import MIN_TRIALS, benchmark_lines, trials_with_validators
 from study.spaces import required_selection, selection_of
-from study.tables import Table
+from study.tables import Table, markdown_table
 
 # The per-trial ULA diagnostics table, in column order; headers and cells from reidmodel.cycle_metrics.
 ULA_TABLE = ("ula_num_clusters", "ula_requested_classes", "ula_num_classes", "ula_num_labelled",
@@ -35,10 +35,6 @@ def _missing(value) -> bool:
 def cell(name: str, value) -> str:
     """A cycle metric's value as the registry formats it (reidmodel.cycle_metrics)."""
     return MISSING if _missing(value) else metric(name).format(value)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    return tables.markdown_frame(pd.DataFrame(rows, columns=header))
 
 
 def significant(value, digits: int = 4) -> str:

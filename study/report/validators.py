@@ -34,7 +34,7 @@ from scipy.stats import rankdata
 
 from reidmodel.cycle_metrics import HIGHER, MISSING, VALIDATOR_KEYS, metric
 from study.report.load import OBJECTIVE
-from study.tables import markdown_frame
+from study.tables import markdown_table
 
 if TYPE_CHECKING:
     from study.report.load import LoadedStudy
@@ -197,10 +197,6 @@ def _study_cell(row: dict, study: str) -> str:
     return f"{_number(rho, '.2f')} / {_number(lost, '+.1f')}"
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    return markdown_frame(pd.DataFrame(rows, columns=header))
-
-
 def benchmark_lines(studies: Sequence[LoadedStudy], resamples: int = RESAMPLES, seed: int = 0) -> list[str]:
     """The benchmark as Markdown: what it reads, which studies, the table, and the per-study breakdown folded."""
     rows = benchmark(studies, resamples, seed)
@@ -220,8 +216,8 @@ def benchmark_lines(studies: Sequence[LoadedStudy], resamples: int = RESAMPLES, 
         f"trial weighted by its rank under the validator (dense, / highest) to the power {WEIGHT_POWER}. Regret: "
         "the picked trial's target mAP minus the best's. Checkpoint: within each trial, the cycle the validator "
         "ranks first against the last cycle (study/report/validators.py).",
-        "", _markdown(header, [row_cells(row) for row in rows]), "",
+        "", markdown_table(header, [row_cells(row) for row in rows]), "",
         "<details><summary>per study and direction: Spearman / selection regret</summary>", "",
-        _markdown(["validator", *(f"`{name}`" for name in names)],
+        markdown_table(["validator", *(f"`{name}`" for name in names)],
                   [[f"`{row['validator']}`", *(_study_cell(row, name) for name in names)] for row in rows]),
         "", "</details>"]
