@@ -27,7 +27,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Reports read small artifacts (the space, a trial's config.yaml): no progress bars on stderr.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-import pandas as pd  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
@@ -39,6 +38,7 @@ from mlflow.utils.validation import (  # noqa: E402
 )
 from ray.tune.logger import LoggerCallback  # noqa: E402
 
+from reidmodel.checkpoint import CYCLES, HISTORY, read_csv  # noqa: E402
 from reidmodel.config import flatten, to_yaml  # noqa: E402
 from reidmodel.cycle_metrics import METRICS  # noqa: E402
 from study.outcome import INTERRUPTED, is_deterministic, one_line  # noqa: E402
@@ -57,7 +57,7 @@ END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle", TAG_RETRY)
 RESULT_TAGS = ("pretrain_cache", "pretrain_key")  # text a trial reports with its cycles, kept as run tags
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
-TRIAL_FILES = ("cycles.csv", "history.csv")  # of a trial's checkpoint, logged as artifacts (config.yaml at its start)
+TRIAL_FILES = (CYCLES, HISTORY)  # of a trial's checkpoint, logged as artifacts (config.yaml at its start)
 
 
 def git_commit() -> str | None:
@@ -271,7 +271,7 @@ class TrialLogger(LoggerCallback):
             for name in TRIAL_FILES:
                 if (Path(folder) / name).is_file():
                     self.client.log_artifact(run_id, str(Path(folder) / name))
-            rows = _read_rows(Path(folder) / "history.csv")
+            rows = _read_rows(Path(folder) / HISTORY)
         logged = len(self.client.get_metric_history(run_id, f"{HISTORY_PREFIX}loss_total"))
         timestamp = int(time.time() * 1000)
         entries = [Metric(f"{HISTORY_PREFIX}{column}", value, timestamp, step)
@@ -331,12 +331,11 @@ def _failure_tags(trial) -> dict[str, str]:
 
 
 def _read_rows(history_csv: Path) -> list[dict[str, float]]:
-    """Per-epoch losses, the index columns and empty or NaN cells left out."""
+    """Per-epoch losses as the pipeline wrote them, the index columns and empty or NaN cells left out."""
     if not history_csv.is_file():
         return []
-    frame = pd.read_csv(history_csv).drop(columns=list(HISTORY_INDEX_COLUMNS), errors="ignore")
-    return [{column: float(value) for column, value in row.items() if pd.notna(value)}
-            for row in frame.apply(pd.to_numeric, errors="coerce").to_dict("records")]
+    return [{column: float(value) for column, value in row.items()
+             if column not in HISTORY_INDEX_COLUMNS and _is_number(value)} for row in read_csv(history_csv)]
 
 
 def _param_value(value) -> str:

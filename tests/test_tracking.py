@@ -171,3 +171,16 @@ def test_bad_input_messages(tracking_uri):
     _, logger = study(tracking_uri, "bad")
     with pytest.raises(LookupError, match="trial nope has no MLflow run"):
         logger.log_trial_result(1, fake_trial("nope"), {"cycle": 0})
+
+
+def test_epoch_rows_are_read_as_the_pipeline_wrote_them(tmp_path):
+    """A checkpoint with no epochs yet (an empty history) gives no rows; empty and NaN cells are no value."""
+    from reidmodel.checkpoint import write_csv
+    from study.tracking import _read_rows
+
+    write_csv(tmp_path / "empty.csv", [])
+    assert _read_rows(tmp_path / "empty.csv") == [] and _read_rows(tmp_path / "absent.csv") == []
+    write_csv(tmp_path / "history.csv", [{"stage": "source", "cycle": 0, "epoch": 1, "loss_total": 5.0},
+                                         {"stage": "adapt", "cycle": 1, "epoch": 1, "loss_total": math.nan,
+                                          "loss_triplet": 1.5}])
+    assert _read_rows(tmp_path / "history.csv") == [{"loss_total": 5.0}, {"loss_triplet": 1.5}]

@@ -219,5 +219,5 @@ def benchmark_lines(studies: Sequence[LoadedStudy], resamples: int = RESAMPLES, 
         "", markdown_table(header, [row_cells(row) for row in rows]), "",
         "<details><summary>per study and direction: Spearman / selection regret</summary>", "",
         markdown_table(["validator", *(f"`{name}`" for name in names)],
-                  [[f"`{row['validator']}`", *(_study_cell(row, name) for name in names)] for row in rows]),
+                       [[f"`{row['validator']}`", *(_study_cell(row, name) for name in names)] for row in rows]),
         "", "</details>"]
