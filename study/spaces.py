@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
@@ -45,7 +45,7 @@ Mode = Literal["max", "min"]
 # What of the target's labels chose a study's settings, least first; each metric's registry entry
 # (reidmodel.cycle_metrics: target_labels none / validation / oracle) says which it needs.
 Selection = Literal["label_free", "validation", "oracle"]
-SELECTIONS = ("label_free", "validation", "oracle")
+SELECTIONS = get_args(Selection)
 SELECTION_OF_LABELS = {"none": "label_free", "validation": "validation", "oracle": "oracle"}
 # Overrides written as an empty key (``set:`` with nothing under it) are no overrides.
 Overrides = Annotated[dict[str, Any], BeforeValidator(lambda value: {} if value is None else value)]
