@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reidmodel.engine import cpu_model
+
 # Feature model: identity centre + a camera's bias + noise, in 2048-d (ResNet-50's BNNeck width). With
 # these weights the nearest-neighbour structure is that of a usefully trained model (at Market size:
 # mAP about 30%, rank-1 about 70%, mINP a few %), neither trivially separable nor random.
@@ -175,12 +177,6 @@ def machine() -> dict:
     import scipy
     import sklearn
 
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     memory = float("nan")
     try:
         with open("/proc/meminfo") as handle:
@@ -189,7 +185,7 @@ def machine() -> dict:
         pass
     return {
         "platform": platform.platform(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "memory_gb": memory,
         "python": platform.python_version(),

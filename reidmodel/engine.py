@@ -40,6 +40,25 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it, else "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def machine_description(device: torch.device) -> str:
+    """Where a run computes, in one line: the same config and seed give the same numbers only on the same
+    kernels, thread count and device (results/determinism.md), so a result says which it had."""
+    if device.type == "cuda":
+        where = torch.cuda.get_device_name(device)
+    else:
+        where = f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels)"
+    return f"{where}, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))

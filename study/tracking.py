@@ -54,7 +54,9 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_DRIVER = "driver"  # HOST:PID of the driver of the latest sitting
 TAG_RETRY = "retry"  # "no" on a trial run that failed deterministically (Ray's retry of it refused at once)
 END_TAGS = ("error", "error_kind", "stop_reason", "stopped_at_cycle", TAG_RETRY)  # dropped when a run restarts
-RESULT_TAGS = ("pretrain_cache", "pretrain_key")  # text a trial reports with its cycles, kept as run tags
+# Text a trial reports with its cycles, kept as run tags; ``machine`` is where it computed (CPU and kernels or
+# GPU, threads, torch), since the same seed gives other numbers elsewhere.
+RESULT_TAGS = ("pretrain_cache", "pretrain_key", "machine")
 HISTORY_PREFIX = "epoch_"  # per-epoch metrics from history.csv, kept apart from the per-cycle ones
 HISTORY_INDEX_COLUMNS = ("stage", "cycle", "epoch")
 TRIAL_FILES = (CYCLES, HISTORY)  # of a trial's checkpoint, logged as artifacts (config.yaml at its start)

@@ -23,6 +23,7 @@ import ray
 import torch
 from ray import tune
 
+from reidmodel.engine import machine_description, resolve_device
 from reidmodel.pipeline import pretrain_signature, pretrain_source, run_experiment
 from study.cache import PretrainCache
 from study.outcome import is_deterministic, one_line
@@ -61,7 +62,8 @@ def train_trial(params: dict[str, Any]) -> None:
 
 
 def _adapt(config, source_checkpoint: Path, cache: dict[str, str]) -> None:
-    """Stage 2 from the source checkpoint, or from the trial's last cycle checkpoint when Ray restarts it."""
+    """Stage 2 from the source checkpoint, or from the trial's last cycle checkpoint when Ray restarts it. Each
+    report carries the cache's verdict and the machine the cycle ran on (with the threads the pipeline set)."""
     # The pipeline's working folder is scratch: Tune persists what is reported, and a folder inside the
     # trial directory would be synced to storage as an artifact, every cycle's checkpoint with it.
     with tempfile.TemporaryDirectory(prefix="reid-trial-") as scratch:
@@ -73,7 +75,8 @@ def _adapt(config, source_checkpoint: Path, cache: dict[str, str]) -> None:
 
         def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
             _injected_fault(tune.get_context().get_trial_name(), int(metrics["cycle"]))
-            tune.report({**metrics, **cache}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
+            tags = {**cache, "machine": machine_description(resolve_device(config.runtime.device))}
+            tune.report({**metrics, **tags}, checkpoint=tune.Checkpoint.from_directory(str(checkpoint_dir)))
 
         run_experiment(config, report, workdir=workdir, source_checkpoint=source_checkpoint, resume_from=resume_from)
 

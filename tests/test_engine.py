@@ -156,3 +156,12 @@ def test_nan_loss_names_the_stage_learning_rate():
     batch = [(torch.full_like(images, math.nan), labels, camids, index)]
     with pytest.raises(DivergenceError, match="lower adapt.lr"):
         train_one_epoch(model, batch, tiny_step(model, lr_key="adapt.lr"))
+
+
+def test_machine_description_names_kernels_threads_and_torch():
+    from reidmodel.engine import cpu_model, machine_description
+
+    described = machine_description(torch.device("cpu"))
+    assert described == (f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()} kernels), "
+                         f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    assert cpu_model() and "\n" not in cpu_model()

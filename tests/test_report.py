@@ -313,3 +313,16 @@ def test_a_grid_without_selection_has_no_oracle_header_and_keeps_its_oracle_best
     text = readme.read_text()
     assert "Oracle-selected" not in text
     assert "(an oracle: it picks the cycle with target labels)" in text
+
+
+def test_the_header_says_where_the_trials_computed():
+    trials = pd.DataFrame({"machine": ["Xeon (AVX512 kernels), 1 thread(s), torch 2.14.1"] * 2
+                           + ["H100, 4 thread(s), torch 2.14.1", None]})
+    assert sections.machines_line(trials) == (
+        "- Trials ran on: Xeon (AVX512 kernels), 1 thread(s), torch 2.14.1 (2 trials); H100, 4 thread(s), torch "
+        "2.14.1 (1 trial); not recorded for 1 (no cycle reported, or logged before trials recorded it)")
+
+
+def test_a_study_logged_before_the_machine_tag_says_so(study):
+    _, readme, _ = study
+    assert "- Trials ran on: not recorded for 40 (" in readme.read_text()

@@ -52,6 +52,9 @@ def test_mlflow_holds_parent_and_child_runs_with_params_and_cycle_metrics(smoke_
         history = client.get_metric_history(child.info.run_id, "target_mAP")
         assert sorted(m.step for m in history) == [0, 1]  # cycle 0 (source only) and the one adaptation cycle
         assert all(0.0 <= m.value <= 100.0 for m in history)
+        # Where it computed: this machine's kernels, the space's one thread per trial, the CPU (no GPU reserved).
+        machine = child.data.tags["machine"]
+        assert f"({torch.backends.cpu.get_cpu_capability()} kernels), 1 thread(s), torch {torch.__version__}" in machine
 
 
 def test_report_and_summary_written(smoke_study):

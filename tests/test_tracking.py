@@ -67,7 +67,8 @@ def test_a_trial_run_from_start_to_end(tracking_uri, tmp_path):
     logger.log_trial_result(1, trial, {"cycle": 0, "target_mAP": 20.5, "ula_precision": math.nan, "loss_total": 3,
                                        "pretrain_cache": "miss", "pretrain_key": "abc", "training_iteration": 1})
     logger.log_trial_result(2, trial, {"cycle": 1, "target_mAP": 25.25, "ula_precision": 0.875,
-                                       "ula_degenerate": True, "pretrain_cache": "miss", "pretrain_key": "abc"})
+                                       "ula_degenerate": True, "pretrain_cache": "miss", "pretrain_key": "abc",
+                                       "machine": "AMD EPYC (AVX512 kernels), 1 thread(s), torch 2.14.1"})
     logger.on_checkpoint(2, [], trial, checkpoint(tmp_path / "c1", ["source,0,1,5.0,1.5", "adapt,1,1,4.0,"]))
     logger.log_trial_end(trial)
     tracker.finish()
@@ -78,6 +79,8 @@ def test_a_trial_run_from_start_to_end(tracking_uri, tmp_path):
     assert child.data.tags["mlflow.parentRunId"] == tracker.run_id and child.data.tags["trial_id"] == "a1"
     assert child.data.tags["trial_name"] == "train_trial_a1"
     assert child.data.tags["variant"] == "ULA(750)" and child.data.tags["pretrain_key"] == "abc"
+    assert child.data.tags["machine"] == "AMD EPYC (AVX512 kernels), 1 thread(s), torch 2.14.1"
+    assert "machine" not in child.data.metrics
     assert child.data.params["kd.enabled"] == "false" and child.data.params["adapt.cycles"] == "2"
     assert child.data.params["model.attention"] == "conv3+conv4+conv5"
     assert metric_steps(client, run_id, "target_mAP") == [(0, 20.5), (1, 25.25)]

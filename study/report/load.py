@@ -95,6 +95,7 @@ def trial_frame(children: pd.DataFrame, cycles: pd.DataFrame) -> pd.DataFrame:
         "trial": children[f"tags.{TAG_TRIAL}"], "run_id": children["run_id"], "status": children["status"],
         "seed": pd.to_numeric(seeds), "outcome": outcomes(children),
         "trial_id": children.get("tags.trial_id"), "variant": children.get("tags.variant"), "direction": directions,
+        "machine": tags(children, "machine"),
         "column": [table_column(d) if isinstance(d, str) else None for d in directions]})
     frame = frame.merge(cycle_summary(cycles), on="trial", how="left")
     frame["cycles"] = frame["cycles"].fillna(0).astype(int)

@@ -116,6 +116,7 @@ def header_lines(study: LoadedStudy, command: str) -> list[str]:
         f"- MLflow: `{study.tracking_uri}`, experiment `{study.name}`, parent run `{parent.info.run_id}` "
         f"(git commit `{parent.data.tags.get('git_commit', 'unknown')}`)",
         f"- Trials: {len(trials)} ({statuses}); seeds: {', '.join(map(str, seeds)) or 'not logged'}",
+        machines_line(trials),
         cost_line(study),
         "- **final** = the trial's last cycle; **best** = its cycle with the highest target mAP (R1 etc. "
         "from that same cycle). Target-domain results in %.",
@@ -126,6 +127,16 @@ def header_lines(study: LoadedStudy, command: str) -> list[str]:
         "Paper numbers as printed (real Market-1501/DukeMTMC-reID, ResNet-50, full schedule); "
         "see docs/method.md.",
     ]
+
+
+def machines_line(trials: pd.DataFrame) -> str:
+    """Where the trials computed (the same seed gives other numbers on other kernels, threads or devices), as
+    their runs' ``machine`` tag says; the header's first line names the machine that wrote the report."""
+    machines = trials.get("machine", pd.Series(dtype=object)).dropna().value_counts()
+    unrecorded = len(trials) - int(machines.sum())
+    parts = [f"{name} ({count} trial{'s' * (count > 1)})" for name, count in machines.items()]
+    parts += [f"not recorded for {unrecorded} (no cycle reported, or logged before trials recorded it)"] if unrecorded else []
+    return f"- Trials ran on: {'; '.join(parts)}"
 
 
 def k_binding_markdown(table: Table, cycles: pd.DataFrame, trials: pd.DataFrame) -> list[str]:
