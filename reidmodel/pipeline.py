@@ -63,6 +63,7 @@ from reidmodel.engine import (
     TrainStep,
     build_optimizers,
     check_finite,
+    machine_description,
     resolve_device,
     seed_everything,
     step_schedule,
@@ -222,6 +223,7 @@ def start_run(config: ExperimentConfig, progress: bool = False) -> Run:
     """Seed, pick the device and decode both domains once."""
     _setup_runtime(config)
     device = resolve_device(config.runtime.device)
+    log.info("computing on %s", machine_description(device))  # the same seed gives other numbers elsewhere
     source = load_domain(config, config.data.source)
     target = source if config.data.target == config.data.source else load_domain(config, config.data.target)
     target_val = None

@@ -8,6 +8,7 @@ import torch
 
 from reidmodel import pipeline
 from reidmodel.config import apply_overrides
+from reidmodel.engine import machine_description
 from reidmodel.model import build_model
 from reidmodel.pipeline import pretrain_signature, run_experiment
 from study.spaces import load_space
@@ -33,7 +34,7 @@ def _equal(a, b):
                 assert x == pytest.approx(y, abs=1e-9), key
 
 
-def test_runs_every_cycle_and_reports_each(tiny_config, tmp_path):
+def test_runs_every_cycle_and_reports_each(tiny_config, tmp_path, caplog):
     reported = []
 
     def report(metrics, folder):
@@ -41,8 +42,10 @@ def test_runs_every_cycle_and_reports_each(tiny_config, tmp_path):
         assert {p.name for p in folder.iterdir()} == {"state.pt", "history.csv", "cycles.csv", "config.yaml"}
         reported.append(metrics)
 
-    cycles = run_experiment(tiny_config, report, workdir=tmp_path)
+    with caplog.at_level("INFO", logger="reidmodel.pipeline"):
+        cycles = run_experiment(tiny_config, report, workdir=tmp_path)
     assert [m["cycle"] for m in cycles] == [0, 1, 2]
+    assert f"computing on {machine_description(torch.device('cpu'))}" in caplog.messages  # where the numbers came from
     assert len(reported) == 3
     for metrics in reported:
         assert 0 <= metrics["target_mAP"] <= 100 and 0 <= metrics["source_mAP"] <= 100
