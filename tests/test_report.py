@@ -297,7 +297,7 @@ def test_the_header_says_when_target_labels_chose_the_settings(tmp_path, space, 
 
     uri = default_tracking_uri(tmp_path)
     run_id = StudyTracker(uri, "chosen").start({}, {}, resume=False)
-    trials = pd.DataFrame({"outcome": ["finished"], "seed": [0]})
+    trials = pd.DataFrame({"outcome": ["finished"], "seed": [0], "machine": [None]})
     study = LoadedStudy("chosen", uri, MlflowClient(uri), MlflowClient(uri).get_run(run_id), pd.DataFrame(),
                                space, pd.DataFrame(), trials)
     header = "\n".join(sections.header_lines(study, "python -m study.report --study chosen"))

@@ -132,7 +132,7 @@ def header_lines(study: LoadedStudy, command: str) -> list[str]:
 def machines_line(trials: pd.DataFrame) -> str:
     """Where the trials computed (the same seed gives other numbers on other kernels, threads or devices), as
     their runs' ``machine`` tag says; the header's first line names the machine that wrote the report."""
-    machines = trials.get("machine", pd.Series(dtype=object)).dropna().value_counts()
+    machines = trials["machine"].dropna().value_counts()
     unrecorded = len(trials) - int(machines.sum())
     parts = [f"{name} ({count} trial{'s' * (count > 1)})" for name, count in machines.items()]
     parts += [f"not recorded for {unrecorded} (no cycle reported, or logged before trials recorded it)"] if unrecorded else []
